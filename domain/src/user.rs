@@ -51,6 +51,8 @@ pub enum UserCommand {
         token_id: Uuid,
         by: Caller,
     },
+    /// Several changes that stand or fall together (an admin's edit of one user).
+    All(Vec<UserCommand>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +184,31 @@ impl Aggregate for User {
         sink: &EventSink<Self>,
     ) -> Result<(), DomainError> {
         match command {
+            UserCommand::All(commands) => {
+                for command in commands {
+                    self.handle_one(command, sink).await?;
+                }
+                Ok(())
+            }
+            command => self.handle_one(command, sink).await,
+        }
+    }
+
+    fn apply(&mut self, event: UserEvent) {
+        self.apply_event(event)
+    }
+}
+
+impl User {
+    async fn handle_one(
+        &mut self,
+        command: UserCommand,
+        sink: &EventSink<Self>,
+    ) -> Result<(), DomainError> {
+        match command {
+            UserCommand::All(_) => {
+                return Err(DomainError::Rejected("grouped commands cannot nest".into()));
+            }
             UserCommand::Register {
                 email,
                 profile,
@@ -288,7 +315,7 @@ impl Aggregate for User {
         Ok(())
     }
 
-    fn apply(&mut self, event: UserEvent) {
+    fn apply_event(&mut self, event: UserEvent) {
         match event {
             UserEvent::UserRegistered {
                 email,
@@ -511,6 +538,46 @@ mod tests {
             .await
             .then_expect_error(DomainError::Rejected(
                 "admins cannot revoke their own admin rights".into(),
+            ));
+    }
+
+    #[tokio::test]
+    async fn grouped_changes_are_all_or_nothing() {
+        UserTest::with(())
+            .given(vec![registered()])
+            .when_async(UserCommand::All(vec![
+                UserCommand::SetAdmin {
+                    is_admin: true,
+                    by: admin(),
+                },
+                UserCommand::SetActive {
+                    active: false,
+                    by: admin(),
+                },
+            ]))
+            .await
+            .then_expect_events(vec![
+                UserEvent::AdminRightsGranted,
+                UserEvent::UserDeactivated,
+            ]);
+        UserTest::with(())
+            .given(vec![registered()])
+            .when_async(UserCommand::All(vec![
+                UserCommand::SetAdmin {
+                    is_admin: true,
+                    by: admin(),
+                },
+                UserCommand::UpdateProfile {
+                    name: Some("x".repeat(201)),
+                    position: None,
+                    subdivision: None,
+                    by: admin(),
+                },
+            ]))
+            .await
+            .then_expect_error(DomainError::invalid(
+                "name",
+                "must be at most 200 characters",
             ));
     }
 

@@ -1,1 +1,324 @@
-fn main() {}
+//! `offerflow`: the server and its administration commands.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use offerflow_http::routes::users::{register_user, NewUser};
+use offerflow_http::seed::{seed_catalog, system_admin};
+use offerflow_http::server::{bootstrap, build_state, cli_metadata, serve, Database, StateOptions};
+use offerflow_http::state::{AppConfig, AppState};
+use projections::engine::EngineConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "offerflow",
+    version,
+    about = "Personalised marketing offers for bank clients, from a local LLM"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// PostgreSQL to use. Without it Offerflow runs its own cluster in --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where the embedded PostgreSQL keeps its data (when DATABASE_URL is not set).
+    #[arg(
+        long,
+        env = "OFFERFLOW_DATA_DIR",
+        default_value = ".offerflow",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// Port of the embedded PostgreSQL (default: the one it used last time, else a free one).
+    #[arg(long, env = "OFFERFLOW_PG_PORT", global = true)]
+    pg_port: Option<u16>,
+    /// Database connections per process.
+    #[arg(
+        long,
+        env = "OFFERFLOW_DB_MAX_CONNECTIONS",
+        default_value_t = 20,
+        global = true
+    )]
+    db_max_connections: u32,
+    /// Log filter, e.g. `info` or `offerflow=debug,sqlx=warn`.
+    #[arg(
+        long,
+        env = "OFFERFLOW_LOG",
+        default_value = "info,sqlx=warn",
+        global = true
+    )]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP API, the read-model subscribers and the reactors in one process.
+    Serve(ServeArgs),
+    /// Applies pending database migrations.
+    Migrate,
+    /// Read-model subscribers: their lag, and rebuilding them from the log.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Loads shipped data.
+    Seed {
+        #[command(subcommand)]
+        command: SeedCommand,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, env = "OFFERFLOW_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "OFFERFLOW_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// How long a query given a consistency token waits for the read models, in ms.
+    #[arg(long, env = "OFFERFLOW_CONSISTENCY_WAIT_MS", default_value_t = 5000)]
+    consistency_wait_ms: u64,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "OFFERFLOW_ACCESS_TOKEN_TTL", default_value_t = 900)]
+    access_token_ttl: i64,
+    /// Lifetime of refresh tokens, in seconds.
+    #[arg(long, env = "OFFERFLOW_REFRESH_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    refresh_token_ttl: i64,
+    /// Key signing access tokens (32+ chars). Default: one generated and kept in the database.
+    #[arg(long, env = "OFFERFLOW_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// /ready fails when a read model lags more than this many seconds.
+    #[arg(long, env = "OFFERFLOW_READY_MAX_LAG_SECONDS", default_value_t = 10.0)]
+    ready_max_lag_seconds: f64,
+    /// On a database without users, seed the catalog and create an admin (password printed once).
+    #[arg(long, env = "OFFERFLOW_BOOTSTRAP", default_value_t = true, action = clap::ArgAction::Set)]
+    bootstrap: bool,
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Shows each subscriber's checkpoint and lag.
+    Status,
+    /// Empties read models and replays the log into them (all, or the one named).
+    Rebuild { name: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum SeedCommand {
+    /// Adds the shipped products and sales channels that are not in the catalog yet.
+    Catalog,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Creates a user who can sign in.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "OFFERFLOW_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.global.log)
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    if let Err(error) = run(cli).await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
+    let db = Database::open(
+        g.database_url.as_deref(),
+        &g.data_dir,
+        g.pg_port,
+        g.db_max_connections,
+    )
+    .await?;
+    let result = match cli.command {
+        Command::Serve(args) => run_serve(&db, args).await,
+        Command::Migrate => {
+            projections::MIGRATOR
+                .run(&db.pool)
+                .await
+                .context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Projections { command } => {
+            let state = tool_state(&db).await?;
+            match command {
+                ProjectionsCommand::Status => print_status(&state).await,
+                ProjectionsCommand::Rebuild { name } => rebuild(&state, name).await,
+            }
+        }
+        Command::Seed {
+            command: SeedCommand::Catalog,
+        } => {
+            let state = tool_state(&db).await?;
+            let report = seed_catalog(&state, &cli_metadata()).await?;
+            println!(
+                "catalog: {} products and {} sales channels added, {} already there",
+                report.products_added, report.channels_added, report.already_there
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateUser {
+                    email,
+                    password,
+                    name,
+                    admin,
+                },
+        } => {
+            let state = tool_state(&db).await?;
+            let body = NewUser {
+                email,
+                password,
+                name,
+                position: String::new(),
+                subdivision: String::new(),
+                is_admin: admin,
+            };
+            let (id, _) = register_user(&state, &cli_metadata(), system_admin(), body)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("user {id} created{}", if admin { " (admin)" } else { "" });
+            Ok(())
+        }
+    };
+    db.close().await?;
+    result
+}
+
+async fn tool_state(db: &Database) -> anyhow::Result<AppState> {
+    build_state(
+        db.pool.clone(),
+        StateOptions {
+            config: AppConfig::default(),
+            jwt_secret: None,
+            engine: EngineConfig::default(),
+        },
+    )
+    .await
+}
+
+async fn run_serve(db: &Database, args: ServeArgs) -> anyhow::Result<()> {
+    let config = AppConfig {
+        max_body_bytes: args.max_body_bytes,
+        consistency_wait_ms: args.consistency_wait_ms,
+        access_token_ttl_seconds: args.access_token_ttl,
+        refresh_token_ttl_seconds: args.refresh_token_ttl,
+        ready_max_lag_seconds: args.ready_max_lag_seconds,
+    };
+    let state = build_state(
+        db.pool.clone(),
+        StateOptions {
+            config,
+            jwt_secret: args.jwt_secret,
+            engine: EngineConfig::default(),
+        },
+    )
+    .await?;
+    let first_admin = if args.bootstrap {
+        bootstrap(&state).await?
+    } else {
+        None
+    };
+    let embedded = db.is_embedded();
+    serve(state, args.bind, move |addr| {
+        println!();
+        println!("Offerflow is running at http://{addr}/  (API docs: http://{addr}/api/docs)");
+        if embedded {
+            println!("Using its own PostgreSQL (data kept in the data directory; set DATABASE_URL to use another).");
+        }
+        if let Some(admin) = first_admin {
+            println!();
+            println!("First admin (shown once, change it after signing in):");
+            println!("  email:    {}", admin.email);
+            println!("  password: {}", admin.password);
+        }
+        println!();
+    })
+    .await
+}
+
+async fn print_status(state: &AppState) -> anyhow::Result<()> {
+    let statuses = state.engine.status().await?;
+    println!(
+        "{:<18} {:>12} {:>12} {:>10} {:>10}",
+        "subscriber", "position", "processed", "behind", "lag (s)"
+    );
+    for s in statuses {
+        println!(
+            "{:<18} {:>12} {:>12} {:>10} {:>10.3}",
+            s.name, s.last_position, s.events_processed, s.events_behind, s.lag_seconds
+        );
+    }
+    Ok(())
+}
+
+async fn rebuild(state: &AppState, name: Option<String>) -> anyhow::Result<()> {
+    let names = match name {
+        Some(name) => vec![name],
+        None => state.engine.names(),
+    };
+    for name in names {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>16} [{bar:40}] {pos}/{len} events ({per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(name.clone());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let report = state
+            .engine
+            .rebuild(&name, |p| {
+                bar.set_length(p.total.max(0) as u64);
+                bar.set_position(p.processed.max(0) as u64);
+            })
+            .await?;
+        bar.finish_and_clear();
+        println!(
+            "{:<18} rebuilt: {} events in {:.2} s ({:.0} events/s)",
+            report.name,
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.events_per_second()
+        );
+    }
+    Ok(())
+}

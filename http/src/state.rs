@@ -1,0 +1,38 @@
+use std::sync::Arc;
+
+use projections::Engine;
+use sqlx::PgPool;
+
+use crate::auth::TokenKeys;
+use crate::commands::CommandBus;
+
+/// Settings the request handlers need at run time.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub max_body_bytes: usize,
+    pub consistency_wait_ms: u64,
+    pub access_token_ttl_seconds: i64,
+    pub refresh_token_ttl_seconds: i64,
+    pub ready_max_lag_seconds: f64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            max_body_bytes: 2 * 1024 * 1024,
+            consistency_wait_ms: 5_000,
+            access_token_ttl_seconds: 900,
+            refresh_token_ttl_seconds: 30 * 24 * 3600,
+            ready_max_lag_seconds: 10.0,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub engine: Arc<Engine>,
+    pub bus: Arc<CommandBus>,
+    pub keys: Arc<TokenKeys>,
+    pub config: Arc<AppConfig>,
+}
