@@ -221,6 +221,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
+/// A place the unprivileged `postgres` user can reach when we run as root (PostgreSQL refuses
+/// to run as root, and a home directory under /root is closed to it).
+fn default_data_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || home.as_deref() == Some(std::path::Path::new("/root"));
+    match home {
+        Some(home) if !is_root => home.join(".local/share/offerflow"),
+        _ => PathBuf::from("/var/lib/offerflow"),
+    }
+}
+
 async fn tool_state(db: &Database) -> anyhow::Result<AppState> {
     build_state(
         db.pool.clone(),

@@ -1,0 +1,233 @@
+//! A real Offerflow server for tests: its own fresh database on the test cluster (the one
+//! `scripts/test.sh` starts, given as OFFERFLOW_TEST_DATABASE_URL), served over real HTTP on a
+//! free loopback port.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use offerflow_http::routes::users::{register_user, NewUser};
+use offerflow_http::seed::{seed_catalog, system_admin};
+use offerflow_http::server::{build_state, cli_metadata, serve_until, StateOptions};
+use offerflow_http::state::{AppConfig, AppState};
+use projections::engine::EngineConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN_EMAIL: &str = "admin@bank.test";
+pub const PASSWORD: &str = "correct horse battery";
+
+fn cluster_url() -> String {
+    std::env::var("OFFERFLOW_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh, empty database of its own.
+pub async fn fresh_database() -> (String, PgPool) {
+    let admin_url = cluster_url();
+    let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("test cluster reachable");
+    let name = format!("offerflow_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+    admin.close().await;
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
+    let url = format!("{base}/{name}");
+    let pool = PgPoolOptions::new().max_connections(30).connect(&url).await.expect("connect to test database");
+    (url, pool)
+}
+
+pub async fn state_for(pool: PgPool) -> AppState {
+    build_state(
+        pool,
+        StateOptions {
+            config: AppConfig { consistency_wait_ms: 10_000, ..AppConfig::default() },
+            jwt_secret: Some("a test signing key that is long enough".into()),
+            engine: EngineConfig { batch_size: 500, poll_interval: Duration::from_millis(100) },
+        },
+    )
+    .await
+    .expect("state builds")
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub url: String,
+    pub pool: PgPool,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// A server on a fresh database with the catalog seeded and one admin.
+    pub async fn start() -> TestServer {
+        let (url, pool) = fresh_database().await;
+        let server = TestServer::on(url, pool).await;
+        seed_catalog(&server.state, &cli_metadata()).await.expect("seed");
+        let body = NewUser {
+            email: ADMIN_EMAIL.into(),
+            password: PASSWORD.into(),
+            name: "Admin".into(),
+            position: String::new(),
+            subdivision: String::new(),
+            is_admin: true,
+        };
+        register_user(&server.state, &cli_metadata(), system_admin(), body).await.expect("admin");
+        server
+    }
+
+    /// A server on an existing database (for restarts).
+    pub async fn on(url: String, pool: PgPool) -> TestServer {
+        let state = state_for(pool.clone()).await;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
+        let serving = state.clone();
+        let task = tokio::spawn(async move {
+            serve_until(
+                serving,
+                "127.0.0.1:0".parse().expect("addr"),
+                move |addr| {
+                    let _ = addr_tx.send(addr);
+                },
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+        });
+        let addr = addr_rx.await.expect("server listens");
+        TestServer { base: format!("http://{addr}"), url, pool, state, stop: Some(stop_tx), task: Some(task) }
+    }
+
+    /// Stops serving and waits for the subscribers to stop.
+    pub async fn stop(mut self) -> (String, PgPool) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+        (self.url.clone(), self.pool.clone())
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client { base: self.base.clone(), http: reqwest::Client::new(), token: None }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Client {
+        let mut client = self.anonymous();
+        let (status, body) = client.post("/api/v1/auth/login", json!({"email": email, "password": password})).await;
+        assert_eq!(status, StatusCode::OK, "login of {email}: {body}");
+        client.token = Some(body["access_token"].as_str().expect("access token").to_string());
+        client
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.login(ADMIN_EMAIL, PASSWORD).await
+    }
+
+    /// Creates a user through the API and signs them in.
+    pub async fn user(&self, admin: &Client, email: &str) -> (uuid::Uuid, Client) {
+        let (status, body) = admin
+            .post("/api/v1/users", json!({"email": email, "password": PASSWORD, "name": email}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create {email}: {body}");
+        let id = body["id"].as_str().expect("id").parse().expect("uuid");
+        (id, self.login(email, PASSWORD).await)
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, consistency: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(token) = consistency {
+            request = request.header("X-Consistency-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body read");
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    /// GET that first waits for the read models to include `after` (a command's answer).
+    pub async fn get_after(&self, path: &str, after: &Value) -> (StatusCode, Value) {
+        let token = after["consistency_token"].as_str();
+        self.call(Method::GET, path, None, token).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body), None).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body), None).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body), None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None, None).await
+    }
+}
+
+/// The id of a seeded catalog entry by key (`products` or `channels`).
+pub async fn catalog_id(client: &Client, kind: &str, key: &str) -> String {
+    let (status, body) = client.get(&format!("/api/v1/{kind}?q={key}&limit=500")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["key"] == key)
+        .unwrap_or_else(|| panic!("no {kind} {key}"))["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// A project selling `product` with the SMS and EMAIL channels attached, managed by `manager`.
+pub async fn project_with_channels(manager: &Client) -> (String, String, String) {
+    let product = catalog_id(manager, "products", "CC").await;
+    let sms = catalog_id(manager, "channels", "SMS").await;
+    let email = catalog_id(manager, "channels", "EMAIL").await;
+    let (status, body) = manager
+        .post("/api/v1/projects", json!({"name": "Осенняя кампания", "product_id": product, "description": "Кэшбэк осенью"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let project = body["id"].as_str().expect("id").to_string();
+    let (status, body) = manager.post(&format!("/api/v1/projects/{project}/channels"), json!({"channel_ids": [sms, email]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (project, sms, email)
+}
+
+pub fn client_data(n: usize) -> Value {
+    json!({
+        "client_data": {"gender": "1", "age": 30 + n, "reg_region_nm": "Республика Саха (Якутия)", "super_clust": "k. Без продукта"},
+        "client_data_decoding": {
+            "gender": "Пол клиента (0 муж, 1 жен)", "age": "Возраст Клиента",
+            "reg_region_nm": "Регион", "super_clust": "Кластер клиента"
+        }
+    })
+}

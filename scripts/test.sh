@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs Offerflow's whole test suite: ./scripts/test.sh [extra test-runner args…]
+#
+# Installs missing dependencies (scripts/setup-deps.sh), starts a throwaway PostgreSQL cluster
+# (scripts/test-cluster.sh; exports OFFERFLOW_TEST_DATABASE_URL, removed again on exit), then runs
+# `cargo nextest run --workspace --no-fail-fast`, or `cargo test --workspace --no-fail-fast` when
+# cargo-nextest is unavailable. Extra arguments go to the test runner. Exit status: the runner's.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "${CI:-}" = true ]; then
+  export CARGO_TERM_COLOR=never
+fi
+if ! command -v cargo >/dev/null 2>&1 && [ -d "${CARGO_HOME:-${HOME:-}/.cargo}/bin" ]; then
+  export PATH="${CARGO_HOME:-${HOME:-}/.cargo}/bin:$PATH"
+fi
+
+bash ./scripts/setup-deps.sh
+# shellcheck source=scripts/test-cluster.sh
+source ./scripts/test-cluster.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+  runner=(cargo nextest run --workspace --no-fail-fast)
+else
+  echo "test.sh: cargo-nextest is not available; running cargo test" >&2
+  runner=(cargo test --workspace --no-fail-fast)
+fi
+
+# No exec: the EXIT trap must run afterwards to remove the cluster.
+status=0
+"${runner[@]}" "$@" || status=$?
+exit "$status"
