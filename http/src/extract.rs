@@ -134,6 +134,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // PostgreSQL text cannot hold NUL: refuse it here rather than fail the query with a 500.
+        if let Some(query) = parts.uri.query() {
+            if let Some(pair) = query.split('&').find(|pair| pair.contains("%00")) {
+                let field = pair.split('=').next().unwrap_or_default().to_string();
+                return Err(ApiError::BadRequest {
+                    code: "invalid_query",
+                    message: format!("{field}: must not contain NUL characters"),
+                    fields: vec![field],
+                });
+            }
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {

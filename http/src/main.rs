@@ -31,13 +31,8 @@ struct Global {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
     /// Where the embedded PostgreSQL keeps its data (when DATABASE_URL is not set).
-    #[arg(
-        long,
-        env = "OFFERFLOW_DATA_DIR",
-        default_value = ".offerflow",
-        global = true
-    )]
-    data_dir: PathBuf,
+    #[arg(long, env = "OFFERFLOW_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
     /// Port of the embedded PostgreSQL (default: the one it used last time, else a free one).
     #[arg(long, env = "OFFERFLOW_PG_PORT", global = true)]
     pg_port: Option<u16>,
@@ -157,9 +152,10 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let g = &cli.global;
+    let data_dir = g.data_dir.clone().unwrap_or_else(default_data_dir);
     let db = Database::open(
         g.database_url.as_deref(),
-        &g.data_dir,
+        &data_dir,
         g.pg_port,
         g.db_max_connections,
     )

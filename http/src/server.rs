@@ -164,6 +164,16 @@ pub async fn serve(
     bind: SocketAddr,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    serve_until(state, bind, on_listening, shutdown_signal()).await
+}
+
+/// Serves until `shutdown` completes, then stops the subscribers cleanly.
+pub async fn serve_until(
+    state: AppState,
+    bind: SocketAddr,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let subscribers = state.engine.spawn(stop_rx);
     let listener = tokio::net::TcpListener::bind(bind)
@@ -176,7 +186,7 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown)
     .await
     .context("serving HTTP")?;
     let _ = stop_tx.send(true);

@@ -265,6 +265,12 @@ impl Engine {
             if processed > 0 {
                 continue;
             }
+            // Idle: a rebuild may have reset the checkpoint; without new events the
+            // compare-and-set would never notice, so look.
+            checkpoint = self.load_checkpoint(projection.name()).await?;
+            if self.has_events_after(&checkpoint).await? {
+                continue;
+            }
             tokio::select! {
                 _ = subscriber.wake.notified() => {}
                 _ = tokio::time::sleep(self.config.poll_interval) => {
@@ -286,6 +292,18 @@ impl Engine {
         .await?
         .ok_or_else(|| anyhow::anyhow!("subscriber {name} is not registered"))?;
         Ok(Checkpoint { tx, pos })
+    }
+
+    async fn has_events_after(&self, checkpoint: &Checkpoint) -> anyhow::Result<bool> {
+        let (any,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+                              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()))",
+        )
+        .bind(&checkpoint.tx)
+        .bind(checkpoint.pos)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(any)
     }
 
     /// Applies the next batch and moves the checkpoint in the same transaction. Returns how
@@ -462,6 +480,7 @@ impl Engine {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        subscriber.wake.notify_one();
 
         let mut lock_conn = self.pool.acquire().await?.detach();
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
@@ -522,13 +541,22 @@ impl Engine {
 }
 
 pub async fn status(pool: &PgPool, names: &[String]) -> anyhow::Result<Vec<SubscriberStatus>> {
-    let rows: Vec<(String, i64, i64, DateTime<Utc>, i64, Option<f64>)> = sqlx::query_as(
-        "SELECT s.subscriber, s.last_pos, s.events_processed, s.updated_at,
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        name: String,
+        last_position: i64,
+        events_processed: i64,
+        updated_at: DateTime<Utc>,
+        events_behind: i64,
+        lag_seconds: Option<f64>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT s.subscriber AS name, s.last_pos AS last_position, s.events_processed, s.updated_at,
                 (SELECT count(*) FROM events e
-                  WHERE (e.transaction_id, e.global_position) > (s.last_tx, s.last_pos)),
+                  WHERE (e.transaction_id, e.global_position) > (s.last_tx, s.last_pos)) AS events_behind,
                 (SELECT extract(epoch FROM now() - e.recorded_at)::float8 FROM events e
                   WHERE (e.transaction_id, e.global_position) > (s.last_tx, s.last_pos)
-                  ORDER BY e.transaction_id, e.global_position LIMIT 1)
+                  ORDER BY e.transaction_id, e.global_position LIMIT 1) AS lag_seconds
            FROM subscriber_checkpoints s
           WHERE s.subscriber = ANY($1)
           ORDER BY s.subscriber",
@@ -538,18 +566,14 @@ pub async fn status(pool: &PgPool, names: &[String]) -> anyhow::Result<Vec<Subsc
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(name, last_position, events_processed, updated_at, events_behind, lag)| {
-                SubscriberStatus {
-                    name,
-                    last_position,
-                    events_processed,
-                    events_behind,
-                    lag_seconds: lag.unwrap_or(0.0).max(0.0),
-                    updated_at,
-                }
-            },
-        )
+        .map(|r| SubscriberStatus {
+            name: r.name,
+            last_position: r.last_position,
+            events_processed: r.events_processed,
+            events_behind: r.events_behind,
+            lag_seconds: r.lag_seconds.unwrap_or(0.0).max(0.0),
+            updated_at: r.updated_at,
+        })
         .collect())
 }
 

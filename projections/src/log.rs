@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 /// One committed event with its place in the global order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredEvent {
     pub global_position: i64,
     /// The writing transaction's id (`xid8`), as decimal text.
@@ -67,21 +67,10 @@ pub async fn read_after(
     aggregate_types: &[&str],
 ) -> anyhow::Result<Vec<StoredEvent>> {
     let types: Vec<String> = aggregate_types.iter().map(|t| t.to_string()).collect();
-    let rows: Vec<(
-        i64,
-        String,
-        String,
-        String,
-        i64,
-        String,
-        String,
-        Option<Value>,
-        Value,
-        DateTime<Utc>,
-    )> = sqlx::query_as(
-        "SELECT global_position, transaction_id::text, aggregate_type, aggregate_id, sequence,
+    let events: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT global_position, transaction_id::text AS transaction_id, aggregate_type, aggregate_id, sequence,
                 event_type, event_version,
-                CASE WHEN aggregate_type = ANY($4) THEN payload END,
+                CASE WHEN aggregate_type = ANY($4) THEN payload END AS payload,
                 metadata, recorded_at
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
@@ -95,32 +84,5 @@ pub async fn read_after(
     .bind(&types)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                global_position,
-                transaction_id,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                recorded_at,
-            )| StoredEvent {
-                global_position,
-                transaction_id,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                recorded_at,
-            },
-        )
-        .collect())
+    Ok(events)
 }

@@ -161,7 +161,8 @@ pub async fn register_user(
 
 /// One user: admins see anyone, others only themselves.
 #[utoipa::path(get, path = "/users/{id}", tag = "users", params(("id" = Uuid, Path)),
-    responses((status = 200, body = UserView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -169,7 +170,10 @@ async fn get_user(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<UserView>> {
     if !caller.is_admin && caller.user_id != id {
-        return Err(ApiError::not_found("user"));
+        // The same answer whether or not the user exists: it reveals nothing.
+        return Err(ApiError::Forbidden(
+            "only an admin may read other users".into(),
+        ));
     }
     let user: Option<UserView> = sqlx::query_as(
         "SELECT id, email, name, position, subdivision, is_admin, active, created_at, updated_at FROM users WHERE id = $1",

@@ -22,19 +22,34 @@ pub const ADMIN_EMAIL: &str = "admin@bank.test";
 pub const PASSWORD: &str = "correct horse battery";
 
 fn cluster_url() -> String {
-    std::env::var("OFFERFLOW_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("OFFERFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A fresh, empty database of its own.
 pub async fn fresh_database() -> (String, PgPool) {
     let admin_url = cluster_url();
-    let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("test cluster reachable");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .expect("test cluster reachable");
     let name = format!("offerflow_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
     admin.close().await;
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin_url);
     let url = format!("{base}/{name}");
-    let pool = PgPoolOptions::new().max_connections(30).connect(&url).await.expect("connect to test database");
+    let pool = PgPoolOptions::new()
+        .max_connections(30)
+        .connect(&url)
+        .await
+        .expect("connect to test database");
     (url, pool)
 }
 
@@ -42,9 +57,15 @@ pub async fn state_for(pool: PgPool) -> AppState {
     build_state(
         pool,
         StateOptions {
-            config: AppConfig { consistency_wait_ms: 10_000, ..AppConfig::default() },
+            config: AppConfig {
+                consistency_wait_ms: 10_000,
+                ..AppConfig::default()
+            },
             jwt_secret: Some("a test signing key that is long enough".into()),
-            engine: EngineConfig { batch_size: 500, poll_interval: Duration::from_millis(100) },
+            engine: EngineConfig {
+                batch_size: 500,
+                poll_interval: Duration::from_millis(100),
+            },
         },
     )
     .await
@@ -65,7 +86,9 @@ impl TestServer {
     pub async fn start() -> TestServer {
         let (url, pool) = fresh_database().await;
         let server = TestServer::on(url, pool).await;
-        seed_catalog(&server.state, &cli_metadata()).await.expect("seed");
+        seed_catalog(&server.state, &cli_metadata())
+            .await
+            .expect("seed");
         let body = NewUser {
             email: ADMIN_EMAIL.into(),
             password: PASSWORD.into(),
@@ -74,7 +97,9 @@ impl TestServer {
             subdivision: String::new(),
             is_admin: true,
         };
-        register_user(&server.state, &cli_metadata(), system_admin(), body).await.expect("admin");
+        register_user(&server.state, &cli_metadata(), system_admin(), body)
+            .await
+            .expect("admin");
         server
     }
 
@@ -98,7 +123,14 @@ impl TestServer {
             .await
         });
         let addr = addr_rx.await.expect("server listens");
-        TestServer { base: format!("http://{addr}"), url, pool, state, stop: Some(stop_tx), task: Some(task) }
+        TestServer {
+            base: format!("http://{addr}"),
+            url,
+            pool,
+            state,
+            stop: Some(stop_tx),
+            task: Some(task),
+        }
     }
 
     /// Stops serving and waits for the subscribers to stop.
@@ -113,14 +145,28 @@ impl TestServer {
     }
 
     pub fn anonymous(&self) -> Client {
-        Client { base: self.base.clone(), http: reqwest::Client::new(), token: None }
+        Client {
+            base: self.base.clone(),
+            http: reqwest::Client::new(),
+            token: None,
+        }
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Client {
         let mut client = self.anonymous();
-        let (status, body) = client.post("/api/v1/auth/login", json!({"email": email, "password": password})).await;
+        let (status, body) = client
+            .post(
+                "/api/v1/auth/login",
+                json!({"email": email, "password": password}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "login of {email}: {body}");
-        client.token = Some(body["access_token"].as_str().expect("access token").to_string());
+        client.token = Some(
+            body["access_token"]
+                .as_str()
+                .expect("access token")
+                .to_string(),
+        );
         client
     }
 
@@ -131,7 +177,10 @@ impl TestServer {
     /// Creates a user through the API and signs them in.
     pub async fn user(&self, admin: &Client, email: &str) -> (uuid::Uuid, Client) {
         let (status, body) = admin
-            .post("/api/v1/users", json!({"email": email, "password": PASSWORD, "name": email}))
+            .post(
+                "/api/v1/users",
+                json!({"email": email, "password": PASSWORD, "name": email}),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "create {email}: {body}");
         let id = body["id"].as_str().expect("id").parse().expect("uuid");
@@ -147,7 +196,13 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, consistency: Option<&str>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        consistency: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -161,7 +216,11 @@ impl Client {
         let response = request.send().await.expect("request sent");
         let status = response.status();
         let text = response.text().await.expect("body read");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -194,7 +253,9 @@ impl Client {
 
 /// The id of a seeded catalog entry by key (`products` or `channels`).
 pub async fn catalog_id(client: &Client, kind: &str, key: &str) -> String {
-    let (status, body) = client.get(&format!("/api/v1/{kind}?q={key}&limit=500")).await;
+    let (status, body) = client
+        .get(&format!("/api/v1/{kind}?q={key}&limit=500"))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["items"]
         .as_array()
@@ -217,7 +278,12 @@ pub async fn project_with_channels(manager: &Client) -> (String, String, String)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let project = body["id"].as_str().expect("id").to_string();
-    let (status, body) = manager.post(&format!("/api/v1/projects/{project}/channels"), json!({"channel_ids": [sms, email]})).await;
+    let (status, body) = manager
+        .post(
+            &format!("/api/v1/projects/{project}/channels"),
+            json!({"channel_ids": [sms, email]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     (project, sms, email)
 }
@@ -230,4 +296,19 @@ pub fn client_data(n: usize) -> Value {
             "reg_region_nm": "Регион", "super_clust": "Кластер клиента"
         }
     })
+}
+
+impl TestServer {
+    /// A command-answer-like value whose `consistency_token` names the newest event in the log:
+    /// `Client::get_after` with it sees every write made so far (the seeded catalog included).
+    pub async fn latest_write(&self) -> Value {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .expect("newest event");
+        let token = row.map(|(tx, pos)| format!("{tx}.{pos}"));
+        json!({ "consistency_token": token })
+    }
 }
