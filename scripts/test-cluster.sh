@@ -8,7 +8,7 @@
 # The cluster lives in a `mktemp -d` directory (owned by the `postgres` user when run as root,
 # since the server refuses to run as root), listens on 127.0.0.1 on a free port and on a unix
 # socket inside that directory, trusts local connections, and runs with fsync=off and
-# max_connections=300. URL: postgres://USER@127.0.0.1:PORT/postgres, USER being `postgres` as
+# max_connections=300 (OFFERFLOW_TEST_CLUSTER_DURABLE=1 keeps fsync on, for benchmarks). URL: postgres://USER@127.0.0.1:PORT/postgres, USER being `postgres` as
 # root, else the current user. Binaries: $OFFERFLOW_PG_BIN, else the highest
 # /usr/lib/postgresql/*/bin, else `pg_config --bindir`, else PATH.
 # Prints nothing but errors.
@@ -110,10 +110,11 @@ _offerflow_tc_start() {
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$sockdir'
 max_connections = 300
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 CONF
+  # Benchmarks want a durable server (the default); tests want a fast one.
+  if [ "${OFFERFLOW_TEST_CLUSTER_DURABLE:-0}" != 1 ]; then
+    printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >>"$dir/data/postgresql.conf"
+  fi
 
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     # Below the usual ephemeral range (32768+), where tests bind port 0 and clients connect from.

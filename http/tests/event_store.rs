@@ -43,7 +43,18 @@ async fn fifty_concurrent_writers_on_one_aggregate_lose_no_acknowledged_event() 
         let (prompt, status, body) = writer.await.expect("writer");
         match status {
             StatusCode::OK => {
-                last_token = body["consistency_token"].as_str().map(str::to_string);
+                // Writers finish in any order: wait for the newest write of all.
+                let token: projections::ConsistencyToken = body["consistency_token"]
+                    .as_str()
+                    .expect("token")
+                    .parse()
+                    .expect("token");
+                if last_token.is_none_or(|t: projections::ConsistencyToken| {
+                    (t.transaction_id, t.global_position)
+                        < (token.transaction_id, token.global_position)
+                }) {
+                    last_token = Some(token);
+                }
                 acknowledged.push(prompt);
             }
             StatusCode::CONFLICT => {
@@ -81,7 +92,7 @@ async fn fifty_concurrent_writers_on_one_aggregate_lose_no_acknowledged_event() 
     );
 
     // And the read model shows them as consecutive versions after the attach's version 1.
-    let token = last_token.expect("a token");
+    let token = last_token.expect("a token").to_string();
     let (status, versions) = admin
         .call(
             reqwest::Method::GET,
