@@ -14,8 +14,22 @@ use projections::ConsistencyToken;
 
 pub const CONSISTENCY_HEADER: &str = "x-consistency-token";
 
-/// The field a serde message is about: `role: unknown variant` → `role`.
+/// The field a serde message is about: `role: unknown variant` → `role`,
+/// "missing field `email`" → `email`, "unknown field `nmae`" → `nmae`.
 fn field_of(detail: &str) -> Option<String> {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(rest) = detail.split_once(marker).map(|(_, r)| r) {
+            let name = rest.split('`').next().unwrap_or_default();
+            let prefix = detail
+                .split_once(": ")
+                .map(|(p, _)| p)
+                .filter(|p| !p.contains(' ') && *p != ".");
+            return Some(match prefix {
+                Some(prefix) if !detail.starts_with(marker) => format!("{prefix}.{name}"),
+                _ => name.to_string(),
+            });
+        }
+    }
     let (path, _) = detail.split_once(": ")?;
     let path = path.trim();
     if path.is_empty() || path == "." || path.contains(' ') {
@@ -196,6 +210,17 @@ impl FromRequestParts<AppState> for ReadAfter {
         let token: ConsistencyToken = raw.parse().map_err(|e: String| {
             ApiError::bad_request("consistency_token", format!("consistency_token: {e}"))
         })?;
+        // A token beyond the end of the log was never handed out: waiting for it would only
+        // hold the request for the whole bound.
+        let (end,): (Option<i64>,) = sqlx::query_as("SELECT max(global_position) FROM events")
+            .fetch_one(&state.pool)
+            .await?;
+        if token.global_position > end.unwrap_or(0) {
+            return Err(ApiError::bad_request(
+                "consistency_token",
+                "consistency_token: no such point in the event log",
+            ));
+        }
         let wait = Duration::from_millis(state.config.consistency_wait_ms);
         if state.engine.wait_for(token, wait).await? {
             Ok(ReadAfter)
@@ -253,4 +278,23 @@ pub fn like_pattern(q: &Option<String>) -> Option<String> {
                 .replace('_', "\\_");
             format!("%{escaped}%")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn serde_messages_name_their_field() {
+        assert_eq!(
+            field_of("role: unknown variant `boss`, expected `manager`"),
+            Some("role".into())
+        );
+        assert_eq!(field_of("missing field `email`"), Some("email".into()));
+        assert_eq!(
+            field_of("unknown field `nmae`, expected one of `name`"),
+            Some("nmae".into())
+        );
+        assert_eq!(field_of("invalid type: string \"x\", expected a map"), None);
+    }
 }

@@ -388,3 +388,50 @@ async fn projections_resume_after_a_restart_mid_stream_without_loss_or_duplicate
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn events_say_who_did_what_within_which_request_and_never_hold_a_secret() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (_, me) = admin.get("/api/v1/me").await;
+    let password = "a very secret passphrase 42";
+    let response = admin
+        .http
+        .post(format!("{}/api/v1/users", server.base))
+        .bearer_auth(admin.token.as_deref().expect("token"))
+        .header("X-Request-Id", "campaign-import-7")
+        .json(&json!({"email": "ivan@bank.test", "password": password, "name": "Иван"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["x-request-id"], "campaign-import-7");
+    let user_id = domain::ids::user_id("ivan@bank.test").to_string();
+
+    let (event_version, metadata): (String, serde_json::Value) =
+        sqlx::query_as("SELECT event_version, metadata FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1")
+            .bind(&user_id)
+            .fetch_one(&server.pool)
+            .await
+            .expect("event");
+    assert_eq!(event_version, "1");
+    assert_eq!(metadata["schema_version"], "1");
+    assert_eq!(metadata["correlation_id"], "campaign-import-7");
+    assert_eq!(metadata["actor_kind"], "user");
+    assert_eq!(metadata["actor_id"], me["id"]);
+
+    // An API token's secret and the password never reach the log.
+    let ivan = server.login("ivan@bank.test", password).await;
+    let (status, issued) = ivan.post("/api/v1/api-tokens", json!({"name": "CRM"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let secret = issued["token"].as_str().expect("secret").to_string();
+    let (_, changed) = ivan.get("/api/v1/me").await;
+    assert_eq!(changed["email"], "ivan@bank.test");
+    let (log,): (String,) = sqlx::query_as("SELECT string_agg(payload::text || metadata::text, ' ') FROM events")
+        .fetch_one(&server.pool)
+        .await
+        .expect("log");
+    assert!(!log.contains(password), "the password is in the log");
+    assert!(!log.contains(&secret), "the API token is in the log");
+    assert!(log.contains("ApiTokenIssued"), "the issue itself is recorded");
+}
