@@ -422,16 +422,22 @@ async fn events_say_who_did_what_within_which_request_and_never_hold_a_secret() 
 
     // An API token's secret and the password never reach the log.
     let ivan = server.login("ivan@bank.test", password).await;
-    let (status, issued) = ivan.post("/api/v1/api-tokens", json!({"name": "CRM"})).await;
+    let (status, issued) = ivan
+        .post("/api/v1/api-tokens", json!({"name": "CRM"}))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let secret = issued["token"].as_str().expect("secret").to_string();
     let (_, changed) = ivan.get("/api/v1/me").await;
     assert_eq!(changed["email"], "ivan@bank.test");
-    let (log,): (String,) = sqlx::query_as("SELECT string_agg(payload::text || metadata::text, ' ') FROM events")
-        .fetch_one(&server.pool)
-        .await
-        .expect("log");
+    let (log,): (String,) =
+        sqlx::query_as("SELECT string_agg(payload::text || metadata::text, ' ') FROM events")
+            .fetch_one(&server.pool)
+            .await
+            .expect("log");
     assert!(!log.contains(password), "the password is in the log");
     assert!(!log.contains(&secret), "the API token is in the log");
-    assert!(log.contains("ApiTokenIssued"), "the issue itself is recorded");
+    assert!(
+        log.contains("ApiTokenIssued"),
+        "the issue itself is recorded"
+    );
 }
