@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Authenticated;
-use crate::commands::Accepted;
+use crate::commands::{Accepted, Executed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{like_pattern, ApiJson, ApiPath, ApiQuery, Page, ReadAfter};
 use crate::state::AppState;
@@ -33,6 +33,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_project_channels, attach_channels))
         .routes(routes!(get_project_channel, change_prompt, detach_channel))
         .routes(routes!(list_prompt_versions))
+}
+
+/// Runs a command on project `id` as the caller.
+async fn on_project(
+    state: &AppState,
+    caller: &Authenticated,
+    id: Uuid,
+    command: ProjectCommand,
+) -> ApiResult<Executed> {
+    state
+        .bus
+        .execute(&state.bus.projects, id, command, &caller.metadata())
+        .await
+}
+
+/// 201 when the command recorded something, 200 for a repeat that changed nothing.
+pub fn created_or_ok(done: &Executed) -> StatusCode {
+    if done.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
 }
 
 /// The caller's role in a project, from the read models; outsiders get 404.
@@ -262,10 +284,7 @@ async fn create_project(
         product,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
+    let done = on_project(&state, &caller, id, command).await?;
     Ok((StatusCode::CREATED, Json(done.accepted(id))))
 }
 
@@ -310,10 +329,7 @@ async fn update_project(
         description: body.description,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
+    let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(id)))
 }
 
@@ -326,17 +342,10 @@ async fn archive_project(
     caller: Authenticated,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Accepted>> {
-    let done = state
-        .bus
-        .execute(
-            &state.bus.projects,
-            id,
-            ProjectCommand::Archive {
-                by: caller.caller(),
-            },
-            &caller.metadata(),
-        )
-        .await?;
+    let command = ProjectCommand::Archive {
+        by: caller.caller(),
+    };
+    let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(id)))
 }
 
@@ -423,15 +432,8 @@ async fn add_member(
         role: body.role,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
-    let status = if done.changed {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let done = on_project(&state, &caller, id, command).await?;
+    let status = created_or_ok(&done);
     Ok((status, Json(done.accepted(user_id))))
 }
 
@@ -458,10 +460,7 @@ async fn change_member(
         role: body.role,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
+    let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(user_id)))
 }
 
@@ -479,10 +478,7 @@ async fn remove_member(
         user_id,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
+    let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(user_id)))
 }
 
@@ -589,15 +585,8 @@ async fn attach_channels(
         product,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
-    let status = if done.changed {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let done = on_project(&state, &caller, id, command).await?;
+    let status = created_or_ok(&done);
     Ok((status, Json(done.accepted(id))))
 }
 
@@ -652,10 +641,7 @@ async fn change_prompt(
         prompt: body.prompt,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
+    let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(channel_id)))
 }
 
@@ -673,10 +659,7 @@ async fn detach_channel(
         channel_id,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(&state.bus.projects, id, command, &caller.metadata())
-        .await?;
+    let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(channel_id)))
 }
 

@@ -20,7 +20,7 @@ use crate::auth::Authenticated;
 use crate::commands::Accepted;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{like_pattern, ApiJson, ApiPath, ApiQuery, Page, ReadAfter};
-use crate::routes::projects::project_role;
+use crate::routes::projects::{created_or_ok, project_role};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -99,11 +99,7 @@ async fn create_request(
         .bus
         .execute(&state.bus.requests, id, command, &caller.metadata())
         .await?;
-    let status = if done.changed {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(&done);
     Ok((status, Json(done.accepted(id))))
 }
 
