@@ -226,7 +226,11 @@ async fn main() -> anyhow::Result<()> {
             move |client, n| {
                 let (admin, path, created) = (admin.clone(), path.clone(), created.clone());
                 async move {
+                    // Each call a new client: the bank's id is part of the client's data.
                     let mut body = client_data(n);
+                    body["client_data"]["bank_client_id"] = json!(format!("{client}-{n}"));
+                    body["client_data_decoding"]["bank_client_id"] =
+                        json!("Идентификатор клиента в банке");
                     body["client_id"] = json!(format!("{client}-{n}"));
                     let (status, answer) = admin.post(&path, body).await;
                     if let Some(id) = answer["id"].as_str() {

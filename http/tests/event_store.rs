@@ -182,6 +182,7 @@ async fn a_subscriber_sees_every_event_once_in_per_aggregate_order_under_ten_wri
         EngineConfig {
             batch_size: 37,
             poll_interval: Duration::from_millis(20),
+            ..EngineConfig::default()
         },
     );
     engine.register().await.expect("register");

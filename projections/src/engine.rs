@@ -3,6 +3,7 @@
 //! side by side), woken right after local commits and by polling.
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,26 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event inside the batch's transaction. Must be idempotent per event.
     async fn apply(&self, db: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
+
+    /// Applies a batch of events, in order. Read models with many events override this to
+    /// write a batch in a few statements instead of one round trip per event.
+    async fn apply_batch(
+        &self,
+        db: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> anyhow::Result<()> {
+        for event in events {
+            self.apply(db, event).await.with_context(|| {
+                format!(
+                    "{} applying event {} ({})",
+                    self.name(),
+                    event.global_position,
+                    event.event_type
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// A point in the log a reader can wait for: "the read models have seen this event".
@@ -60,6 +81,9 @@ impl FromStr for ConsistencyToken {
 pub struct EngineConfig {
     pub batch_size: i64,
     pub poll_interval: Duration,
+    /// After a wake-up, how long to let further commits land before reading, so that under
+    /// load one batch carries several events.
+    pub coalesce: Duration,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +91,7 @@ impl Default for EngineConfig {
         EngineConfig {
             batch_size: 500,
             poll_interval: Duration::from_millis(250),
+            coalesce: Duration::from_millis(2),
         }
     }
 }
@@ -106,6 +131,27 @@ impl RebuildReport {
 struct Subscriber {
     projection: Arc<dyn Projection>,
     wake: Notify,
+    /// Set by a rebuild in this process, so the running consumer reloads its checkpoint.
+    reset: AtomicBool,
+}
+
+/// What one batch did.
+enum Batch {
+    Empty,
+    /// Fewer events than the batch size: caught up as of the read.
+    Partial(usize),
+    Full(usize),
+    /// A rebuild reset the checkpoint under us; the batch was void.
+    Reset,
+}
+
+impl Batch {
+    fn events(&self) -> usize {
+        match self {
+            Batch::Partial(n) | Batch::Full(n) => *n,
+            Batch::Empty | Batch::Reset => 0,
+        }
+    }
 }
 
 pub struct Engine {
@@ -138,6 +184,7 @@ impl Engine {
                 Arc::new(Subscriber {
                     projection,
                     wake: Notify::new(),
+                    reset: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -261,22 +308,27 @@ impl Engine {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            let processed = self.process_batch(projection, &mut checkpoint).await?;
-            if processed > 0 {
-                continue;
+            match self.process_batch(projection, &mut checkpoint).await? {
+                Batch::Full(_) | Batch::Reset => continue,
+                Batch::Partial(_) | Batch::Empty => {}
             }
-            // Idle: a rebuild may have reset the checkpoint; without new events the
-            // compare-and-set would never notice, so look.
-            checkpoint = self.load_checkpoint(projection.name()).await?;
-            if self.has_events_after(&checkpoint).await? {
-                continue;
-            }
+            // Caught up as of that read: wait for news.
             tokio::select! {
-                _ = subscriber.wake.notified() => {}
+                _ = subscriber.wake.notified() => {
+                    if subscriber.reset.swap(false, Ordering::SeqCst) {
+                        checkpoint = self.load_checkpoint(projection.name()).await?;
+                    }
+                    // Let concurrent commits land, so one batch carries several events.
+                    if !self.config.coalesce.is_zero() {
+                        tokio::time::sleep(self.config.coalesce).await;
+                    }
+                }
                 _ = tokio::time::sleep(self.config.poll_interval) => {
-                    // Idle: make sure the connection holding our lock is still alive.
                     sqlx::query("SELECT 1").execute(&mut *lock_conn).await
                         .context("lost the subscriber's lock connection")?;
+                    // A rebuild in another process may have reset the checkpoint while we had
+                    // nothing to commit (the compare-and-set only notices on commit).
+                    checkpoint = self.load_checkpoint(projection.name()).await?;
                 }
                 _ = shutdown.changed() => {}
             }
@@ -294,25 +346,13 @@ impl Engine {
         Ok(Checkpoint { tx, pos })
     }
 
-    async fn has_events_after(&self, checkpoint: &Checkpoint) -> anyhow::Result<bool> {
-        let (any,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
-                              AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()))",
-        )
-        .bind(&checkpoint.tx)
-        .bind(checkpoint.pos)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(any)
-    }
-
     /// Applies the next batch and moves the checkpoint in the same transaction. Returns how
     /// many events it processed.
     async fn process_batch(
         &self,
         projection: &dyn Projection,
         checkpoint: &mut Checkpoint,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<Batch> {
         let events = read_after(
             &self.pool,
             &checkpoint.tx,
@@ -323,20 +363,12 @@ impl Engine {
         .await
         .with_context(|| format!("reading the log for {}", projection.name()))?;
         let Some(last) = events.last() else {
-            return Ok(0);
+            return Ok(Batch::Empty);
         };
         let mut tx = self.pool.begin().await?;
-        for event in &events {
-            if event.payload.is_some() {
-                projection.apply(&mut tx, event).await.with_context(|| {
-                    format!(
-                        "{} applying event {} ({})",
-                        projection.name(),
-                        event.global_position,
-                        event.event_type
-                    )
-                })?;
-            }
+        let relevant: Vec<&StoredEvent> = events.iter().filter(|e| e.payload.is_some()).collect();
+        if !relevant.is_empty() {
+            projection.apply_batch(&mut tx, &relevant).await?;
         }
         // Compare-and-set: if a rebuild reset the checkpoint meanwhile, this batch is void.
         let moved = sqlx::query(
@@ -361,13 +393,17 @@ impl Engine {
                 "checkpoint was reset; starting over"
             );
             *checkpoint = self.load_checkpoint(projection.name()).await?;
-            return Ok(1);
+            return Ok(Batch::Reset);
         }
         tx.commit().await?;
         checkpoint.tx = last.transaction_id.clone();
         checkpoint.pos = last.global_position;
         self.progress.notify_waiters();
-        Ok(events.len())
+        Ok(if events.len() as i64 >= self.config.batch_size {
+            Batch::Full(events.len())
+        } else {
+            Batch::Partial(events.len())
+        })
     }
 
     /// The consistency token of the newest event of one aggregate, and whether the command
@@ -480,6 +516,7 @@ impl Engine {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        subscriber.reset.store(true, Ordering::SeqCst);
         subscriber.wake.notify_one();
 
         let mut lock_conn = self.pool.acquire().await?.detach();
@@ -491,11 +528,11 @@ impl Engine {
             let mut checkpoint = self.load_checkpoint(name).await?;
             let mut processed = 0i64;
             loop {
-                let n = self.process_batch(projection, &mut checkpoint).await? as i64;
-                if n == 0 {
+                let batch = self.process_batch(projection, &mut checkpoint).await?;
+                if matches!(batch, Batch::Empty) {
                     break;
                 }
-                processed += n;
+                processed += batch.events() as i64;
                 on_progress(RebuildProgress { processed, total });
             }
             let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
@@ -534,7 +571,10 @@ impl Engine {
         for subscriber in &self.subscribers {
             let projection = subscriber.projection.as_ref();
             let mut checkpoint = self.load_checkpoint(projection.name()).await?;
-            while self.process_batch(projection, &mut checkpoint).await? > 0 {}
+            while !matches!(
+                self.process_batch(projection, &mut checkpoint).await?,
+                Batch::Empty
+            ) {}
         }
         Ok(())
     }

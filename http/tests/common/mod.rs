@@ -65,6 +65,7 @@ pub async fn state_for(pool: PgPool) -> AppState {
             engine: EngineConfig {
                 batch_size: 500,
                 poll_interval: Duration::from_millis(100),
+                ..EngineConfig::default()
             },
         },
     )

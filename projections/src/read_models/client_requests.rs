@@ -1,11 +1,101 @@
+use std::collections::HashMap;
+
+use anyhow::Context;
 use async_trait::async_trait;
-use domain::client_request::ClientRequestEvent;
+use chrono::{DateTime, Utc};
+use domain::client_request::{ClientField, ClientRequestEvent};
+use serde_json::Value;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::{Projection, StoredEvent};
 
 /// The client column whose value is the client's segment, used by filters and statistics.
 pub const CLUSTER_COLUMN: &str = "super_clust";
+
+fn cluster_of(client_data: &[ClientField]) -> Option<String> {
+    client_data
+        .iter()
+        .find(|f| f.key == CLUSTER_COLUMN)
+        .and_then(|f| match &f.value {
+            Value::String(s) if !s.trim().is_empty() && s != "NULL" => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// New requests, column by column, for one multi-row insert.
+#[derive(Default)]
+struct NewRequests {
+    id: Vec<Uuid>,
+    project_id: Vec<Uuid>,
+    channel_id: Vec<Uuid>,
+    client_id: Vec<Option<String>>,
+    source: Vec<String>,
+    client_data: Vec<Value>,
+    decoding: Vec<Value>,
+    cluster: Vec<Option<String>>,
+    created_by: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl NewRequests {
+    async fn flush(&mut self, db: &mut PgConnection) -> anyhow::Result<()> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO client_requests (id, project_id, channel_id, client_id, source, client_data,
+                                          client_data_decoding, cluster, created_by, created_at, updated_at)
+             SELECT t.*, t.at FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[],
+                                          $7::jsonb[], $8::text[], $9::text[], $10::timestamptz[])
+                  AS t(id, project_id, channel_id, client_id, source, client_data, decoding, cluster, created_by, at)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&self.id)
+        .bind(&self.project_id)
+        .bind(&self.channel_id)
+        .bind(&self.client_id)
+        .bind(&self.source)
+        .bind(&self.client_data)
+        .bind(&self.decoding)
+        .bind(&self.cluster)
+        .bind(&self.created_by)
+        .bind(&self.at)
+        .execute(db)
+        .await
+        .context("inserting new client requests")?;
+        *self = NewRequests::default();
+        Ok(())
+    }
+}
+
+/// Outcome changes, the newest per request, for one multi-row update.
+#[derive(Default)]
+struct Outcomes {
+    latest: HashMap<Uuid, (&'static str, DateTime<Utc>)>,
+}
+
+impl Outcomes {
+    async fn flush(&mut self, db: &mut PgConnection) -> anyhow::Result<()> {
+        if self.latest.is_empty() {
+            return Ok(());
+        }
+        let (ids, rest): (Vec<Uuid>, Vec<(&str, DateTime<Utc>)>) = self.latest.drain().unzip();
+        let (outcomes, ats): (Vec<&str>, Vec<DateTime<Utc>>) = rest.into_iter().unzip();
+        sqlx::query(
+            "UPDATE client_requests r SET outcome = t.outcome, updated_at = t.at
+               FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS t(id, outcome, at) WHERE r.id = t.id",
+        )
+        .bind(&ids)
+        .bind(&outcomes)
+        .bind(&ats)
+        .execute(db)
+        .await
+        .context("recording outcomes")?;
+        Ok(())
+    }
+}
 
 /// Client requests per project channel, for the requests table and its filters.
 pub struct ClientRequestsProjection;
@@ -24,56 +114,55 @@ impl Projection for ClientRequestsProjection {
         &["client_requests"]
     }
 
-    async fn apply(&self, db: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
-        let id = event.aggregate_uuid()?;
-        match event.decode::<ClientRequestEvent>()? {
-            ClientRequestEvent::ClientRequestCreated {
-                project_id,
-                channel_id,
-                client_id,
-                source,
-                client_data,
-                client_data_decoding,
-            } => {
-                let cluster = client_data
-                    .iter()
-                    .find(|f| f.key == CLUSTER_COLUMN)
-                    .and_then(|f| match &f.value {
-                        serde_json::Value::String(s) if !s.trim().is_empty() && s != "NULL" => {
-                            Some(s.clone())
-                        }
-                        serde_json::Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    });
-                sqlx::query(
-                    "INSERT INTO client_requests (id, project_id, channel_id, client_id, source, client_data,
-                                                  client_data_decoding, cluster, created_by, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(project_id)
-                .bind(channel_id)
-                .bind(client_id)
-                .bind(source)
-                .bind(serde_json::to_value(&client_data)?)
-                .bind(serde_json::to_value(&client_data_decoding)?)
-                .bind(cluster)
-                .bind(event.actor())
-                .bind(event.recorded_at)
-                .execute(db)
-                .await?;
-            }
-            ClientRequestEvent::OutcomeRecorded { outcome } => {
-                sqlx::query(
-                    "UPDATE client_requests SET outcome = $2, updated_at = $3 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(outcome.as_str())
-                .bind(event.recorded_at)
-                .execute(db)
-                .await?;
+    async fn apply_batch(
+        &self,
+        db: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> anyhow::Result<()> {
+        // Runs of creations and runs of outcomes each become one statement; a run ends where
+        // the other kind starts, so every outcome lands after the creation it follows.
+        let mut created = NewRequests::default();
+        let mut outcomes = Outcomes::default();
+        for event in events {
+            let id = event.aggregate_uuid()?;
+            match event.decode::<ClientRequestEvent>()? {
+                ClientRequestEvent::ClientRequestCreated {
+                    project_id,
+                    channel_id,
+                    client_id,
+                    source,
+                    client_data,
+                    client_data_decoding,
+                } => {
+                    outcomes.flush(db).await?;
+                    created.id.push(id);
+                    created.project_id.push(project_id);
+                    created.channel_id.push(channel_id);
+                    created.client_id.push(client_id);
+                    created.source.push(source);
+                    created.cluster.push(cluster_of(&client_data));
+                    created
+                        .client_data
+                        .push(serde_json::to_value(&client_data)?);
+                    created
+                        .decoding
+                        .push(serde_json::to_value(&client_data_decoding)?);
+                    created.created_by.push(event.actor());
+                    created.at.push(event.recorded_at);
+                }
+                ClientRequestEvent::OutcomeRecorded { outcome } => {
+                    created.flush(db).await?;
+                    outcomes
+                        .latest
+                        .insert(id, (outcome.as_str(), event.recorded_at));
+                }
             }
         }
-        Ok(())
+        created.flush(db).await?;
+        outcomes.flush(db).await
+    }
+
+    async fn apply(&self, db: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
+        self.apply_batch(db, &[event]).await
     }
 }
