@@ -232,8 +232,9 @@ impl FromRequestParts<AppState> for Authenticated {
             })?;
             (user_id, Actor::User(user_id))
         };
-        // From the log, not a read model: a deactivation or a revoked admin right counts at once.
-        let user: User = state.bus.load(user_id).await?;
+        // From the log (at most a second old when another process changed the user; changes
+        // made through this process count at once).
+        let user: User = state.bus.user(user_id).await?;
         if user.id.is_none() || !user.active {
             return Err(ApiError::unauthorized("this account is deactivated"));
         }

@@ -1,8 +1,9 @@
 //! The command side: runs a command against an aggregate through cqrs-es's pure event store,
 //! with the event metadata, retries on concurrent writes, and the consistency token a client
 //! can hand to later queries.
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cqrs_es::{Aggregate, AggregateError};
 use domain::catalog::{Product, SalesChannel};
@@ -21,12 +22,23 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// How stale a user may be when authentication reads it from this process's cache.
+pub const USER_CACHE_TTL: Duration = Duration::from_secs(1);
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("the user cache lock is poisoned"))
+}
+
 /// Retries after the first attempt when another writer got to the aggregate first.
 const CONFLICT_RETRIES: u32 = 3;
 
 pub struct CommandBus {
     pool: PgPool,
     engine: Arc<Engine>,
+    /// Users as authentication last saw them: every request needs one, and most requests are
+    /// not user changes. Changes made through this process drop the entry at once; changes
+    /// made by another process are seen within [`USER_CACHE_TTL`].
+    users_seen: Mutex<HashMap<Uuid, (User, Instant)>>,
     pub products: PostgresCqrs<Product>,
     pub channels: PostgresCqrs<SalesChannel>,
     pub projects: PostgresCqrs<Project>,
@@ -73,6 +85,7 @@ impl CommandBus {
             users: postgres_cqrs(pool.clone(), vec![], ()),
             pool,
             engine,
+            users_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,6 +107,9 @@ impl CommandBus {
         A::Command: Clone,
     {
         let aggregate_id = id.to_string();
+        if A::TYPE == User::TYPE {
+            self.forget_user(id);
+        }
         let mut attempt = 0;
         loop {
             let result = cqrs
@@ -128,6 +144,10 @@ impl CommandBus {
                 }
             }
         }
+        if A::TYPE == User::TYPE {
+            // Again after the commit: a request may have cached the old state meanwhile.
+            self.forget_user(id);
+        }
         let found = self
             .engine
             .token_for_aggregate(A::TYPE, &aggregate_id, &metadata.command_id.to_string())
@@ -139,6 +159,28 @@ impl CommandBus {
             token: found.map(|(token, _)| token),
             changed: found.is_some_and(|(_, ours)| ours),
         })
+    }
+
+    /// A user for authentication: from the log, at most [`USER_CACHE_TTL`] old.
+    pub async fn user(&self, id: Uuid) -> Result<User, ApiError> {
+        if let Some((user, seen)) = self.users_seen.lock().map_err(poisoned)?.get(&id) {
+            if seen.elapsed() < USER_CACHE_TTL {
+                return Ok(user.clone());
+            }
+        }
+        let user: User = self.load(id).await?;
+        let mut seen = self.users_seen.lock().map_err(poisoned)?;
+        if seen.len() >= 10_000 {
+            seen.clear();
+        }
+        seen.insert(id, (user.clone(), Instant::now()));
+        Ok(user)
+    }
+
+    fn forget_user(&self, id: Uuid) {
+        if let Ok(mut seen) = self.users_seen.lock() {
+            seen.remove(&id);
+        }
     }
 
     /// The current state of an aggregate, straight from the log (consistent, unlike the read

@@ -91,7 +91,7 @@ impl Default for EngineConfig {
         EngineConfig {
             batch_size: 500,
             poll_interval: Duration::from_millis(250),
-            coalesce: Duration::from_millis(2),
+            coalesce: Duration::from_millis(10),
         }
     }
 }
