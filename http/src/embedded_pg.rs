@@ -223,7 +223,7 @@ impl EmbeddedPostgres {
                 let _ = std::fs::remove_dir_all(&self.pgdata);
             }
         }
-        Err(last_err.unwrap()).with_context(|| {
+        Err(last_err.unwrap_or_else(|| anyhow!("initdb was not run"))).with_context(|| {
             format!(
                 "could not initialise a PostgreSQL cluster in {}",
                 self.pgdata.display()
