@@ -159,6 +159,13 @@ pub fn validate_client_data(
                     "must be a string, number, boolean or null",
                 ))
             }
+            // PostgreSQL's jsonb cannot store NUL, so it could never be recorded.
+            Value::String(s) if s.contains('\0') => {
+                return Err(DomainError::invalid(
+                    field,
+                    "must not contain NUL characters",
+                ))
+            }
             Value::String(s) if s.chars().count() > TEXT_VALUE_MAX => {
                 return Err(DomainError::invalid(
                     field,
@@ -397,6 +404,16 @@ mod tests {
             .then_expect_error(DomainError::invalid(
                 "client_data.address",
                 "must be a string, number, boolean or null",
+            ));
+        let mut with_nul = data();
+        with_nul[0].1 = json!("1\u{0}");
+        RequestTest::with(())
+            .given_no_previous_events()
+            .when_async(create(with_nul, decoding()))
+            .await
+            .then_expect_error(DomainError::invalid(
+                "client_data.gender",
+                "must not contain NUL characters",
             ));
         RequestTest::with(())
             .given_no_previous_events()

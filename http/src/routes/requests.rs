@@ -73,17 +73,6 @@ async fn create_request(
             }
         }
     }
-    // PostgreSQL's jsonb cannot hold NUL: refuse it here rather than fail the write with a 500.
-    if let Some((key, _)) = body
-        .client_data
-        .iter()
-        .find(|(_, value)| value.as_str().is_some_and(|s| s.contains('\0')))
-    {
-        return Err(ApiError::invalid(
-            format!("client_data.{key}"),
-            "must not contain NUL characters",
-        ));
-    }
     let client_data: Vec<(String, Value)> = body.client_data.into_iter().collect();
     let id = ids::client_request_id(project_id, channel_id, &client_data);
     let command = ClientRequestCommand::Create {
