@@ -114,6 +114,9 @@ CONF
   # Benchmarks want a durable server (the default); tests want a fast one.
   if [ "${OFFERFLOW_TEST_CLUSTER_DURABLE:-0}" != 1 ]; then
     printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >>"$dir/data/postgresql.conf"
+  elif [ -f "$bindir/../lib/pg_stat_statements.so" ] || [ -f "$(dirname "$bindir")/lib/pg_stat_statements.so" ]; then
+    # Benchmarks report where the database's time goes.
+    printf "shared_preload_libraries = 'pg_stat_statements'\n" >>"$dir/data/postgresql.conf"
   fi
 
   for attempt in 1 2 3 4 5 6 7 8 9 10; do

@@ -214,6 +214,13 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
+    // Where the database's time goes, when the cluster preloads pg_stat_statements.
+    let statements = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&server.pool)
+        .await
+        .is_ok()
+        && sqlx::query("SELECT pg_stat_statements_reset()").execute(&server.pool).await.is_ok();
+
     let path = format!("/api/v1/projects/{project}/channels/{sms}/requests");
     let created: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let create = {
@@ -278,6 +285,19 @@ async fn main() -> anyhow::Result<()> {
     let mut lags = lags.lock().expect("lock").clone();
     lags.sort();
 
+    let top_statements: Vec<(i64, f64, f64, String)> = if statements {
+        sqlx::query_as(
+            "SELECT calls, total_exec_time, mean_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+               FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+              ORDER BY calls DESC LIMIT 15",
+        )
+        .fetch_all(&server.pool)
+        .await
+        .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+
     // Rebuild every read model from the log, with no server running.
     let (_, pool) = server.stop().await;
     let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
@@ -322,6 +342,15 @@ async fn main() -> anyhow::Result<()> {
         ms(percentile(&lags, 99.0)),
         ms(lags.last().copied().unwrap_or_default())
     );
+    if !top_statements.is_empty() {
+        let commands = (create.count + outcome.count).max(1) as f64;
+        println!("statements during the HTTP load (pg_stat_statements, by calls):");
+        println!("| calls | per command | total ms | mean ms | statement |");
+        println!("|---|---|---|---|---|");
+        for (calls, total, mean, query) in &top_statements {
+            println!("| {calls} | {:.2} | {total:.0} | {mean:.3} | `{query}` |", *calls as f64 / commands);
+        }
+    }
     println!("rebuild of every read model over {events} events:");
     for r in &rebuilds {
         println!(
