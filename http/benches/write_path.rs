@@ -219,7 +219,10 @@ async fn main() -> anyhow::Result<()> {
         .execute(&server.pool)
         .await
         .is_ok()
-        && sqlx::query("SELECT pg_stat_statements_reset()").execute(&server.pool).await.is_ok();
+        && sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&server.pool)
+            .await
+            .is_ok();
 
     let path = format!("/api/v1/projects/{project}/channels/{sms}/requests");
     let created: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
@@ -348,7 +351,10 @@ async fn main() -> anyhow::Result<()> {
         println!("| calls | per command | total ms | mean ms | statement |");
         println!("|---|---|---|---|---|");
         for (calls, total, mean, query) in &top_statements {
-            println!("| {calls} | {:.2} | {total:.0} | {mean:.3} | `{query}` |", *calls as f64 / commands);
+            println!(
+                "| {calls} | {:.2} | {total:.0} | {mean:.3} | `{query}` |",
+                *calls as f64 / commands
+            );
         }
     }
     println!("rebuild of every read model over {events} events:");

@@ -245,7 +245,7 @@ async fn a_subscriber_sees_every_event_once_in_per_aggregate_order_under_ten_wri
     }
 
     let (tx, pos): (String, i64) =
-        sqlx::query_as("SELECT transaction_id::text, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1")
+        sqlx::query_as("SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1")
             .fetch_one(&server.pool)
             .await
             .expect("last event");
@@ -279,7 +279,25 @@ async fn a_subscriber_sees_every_event_once_in_per_aggregate_order_under_ten_wri
     .fetch_all(&server.pool)
     .await
     .expect("recorded");
-    assert_eq!(seen.len(), expected.len(), "every event seen, none twice");
+    let missing: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT e.global_position, e.transaction_id::text, e.aggregate_id FROM events e
+          WHERE e.aggregate_type IN ('ClientRequest', 'SlowStream')
+            AND NOT EXISTS (SELECT 1 FROM recorded_events r WHERE r.global_position = e.global_position)
+          ORDER BY e.global_position LIMIT 20",
+    )
+    .fetch_all(&server.pool)
+    .await
+    .expect("missing");
+    let checkpoint: (String, i64) =
+        sqlx::query_as("SELECT last_tx::text, last_pos FROM subscriber_checkpoints WHERE subscriber = 'test_recorder'")
+            .fetch_one(&server.pool)
+            .await
+            .expect("checkpoint");
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "every event seen, none twice; first missing: {missing:?}; checkpoint {checkpoint:?}; waited for {last}"
+    );
     let distinct: HashSet<i64> = seen.iter().map(|(p, _, _)| *p).collect();
     assert_eq!(distinct.len(), seen.len(), "no event seen twice");
     let mut sorted_seen = seen.clone();
@@ -440,5 +458,131 @@ async fn events_say_who_did_what_within_which_request_and_never_hold_a_secret() 
     assert!(
         log.contains("ApiTokenIssued"),
         "the issue itself is recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_subscriber_takes_over_when_the_active_one_dies() {
+    let server = TestServer::start().await;
+    sqlx::query(
+        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
+                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
+    )
+    .execute(&server.pool)
+    .await
+    .expect("table");
+    let config = EngineConfig {
+        batch_size: 10,
+        poll_interval: Duration::from_millis(20),
+        ..EngineConfig::default()
+    };
+    let first = Engine::new(
+        server.pool.clone(),
+        vec![Arc::new(Recorder)],
+        config.clone(),
+    );
+    first.register().await.expect("register");
+    let second = Engine::new(server.pool.clone(), vec![Arc::new(Recorder)], config);
+    let (_keep, running) = watch::channel(false);
+    let first_tasks = first.spawn(running.clone());
+    let second_tasks = second.spawn(running);
+
+    slow_writer(server.pool.clone(), "before".into(), 30).await;
+    let (tx, pos): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .expect("last");
+    let token = projections::ConsistencyToken {
+        transaction_id: tx.parse().expect("xid"),
+        global_position: pos,
+    };
+    assert!(first
+        .wait_for(token, Duration::from_secs(10))
+        .await
+        .expect("wait"));
+
+    // The active process dies without a goodbye: its tasks (and their connections) are gone.
+    for task in &first_tasks {
+        task.abort();
+    }
+    slow_writer(server.pool.clone(), "after".into(), 30).await;
+    let (tx, pos): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .expect("last");
+    let token = projections::ConsistencyToken {
+        transaction_id: tx.parse().expect("xid"),
+        global_position: pos,
+    };
+    assert!(
+        second
+            .wait_for(token, Duration::from_secs(10))
+            .await
+            .expect("wait"),
+        "the standby caught up"
+    );
+    let (seen, distinct, expected): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM recorded_events), (SELECT count(DISTINCT global_position) FROM recorded_events),
+                (SELECT count(*) FROM events WHERE aggregate_type = 'SlowStream')",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .expect("counts");
+    assert_eq!(expected, 60);
+    assert_eq!(
+        (seen, distinct),
+        (60, 60),
+        "every event once across both processes"
+    );
+    for task in second_tasks {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn transaction_ids_are_read_in_numeric_order_across_a_digit_boundary() {
+    let server = TestServer::start().await;
+    sqlx::query(
+        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
+                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
+    )
+    .execute(&server.pool)
+    .await
+    .expect("table");
+    // Two committed events whose writing transactions are 99 and 100: as text, "100" sorts first.
+    for (sequence, xid) in [(1, "100"), (2, "99")] {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                                 transaction_id)
+             VALUES ('SlowStream', 'digits', $1, 'Tick', '1', '{}', '{}', $2::text::xid8)",
+        )
+        .bind(sequence)
+        .bind(xid)
+        .execute(&server.pool)
+        .await
+        .expect("insert");
+    }
+    let engine = Engine::new(
+        server.pool.clone(),
+        vec![Arc::new(Recorder)],
+        EngineConfig {
+            batch_size: 1,
+            ..EngineConfig::default()
+        },
+    );
+    engine.register().await.expect("register");
+    engine.catch_up().await.expect("catch up");
+    let seen: Vec<(i64,)> = sqlx::query_as("SELECT sequence FROM recorded_events ORDER BY seen")
+        .fetch_all(&server.pool)
+        .await
+        .expect("seen");
+    assert_eq!(
+        seen,
+        vec![(2,), (1,)],
+        "transaction 99 before transaction 100, neither skipped"
     );
 }

@@ -400,7 +400,7 @@ async fn snapshot(state: &AppState) -> Vec<(String, Value)> {
 
 async fn caught_up(state: &AppState) {
     let last: Option<(String, i64)> =
-        sqlx::query_as("SELECT transaction_id::text, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1")
+        sqlx::query_as("SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1")
             .fetch_optional(&state.pool)
             .await
             .expect("last");

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 pub struct StoredEvent {
     pub global_position: i64,
     /// The writing transaction's id (`xid8`), as decimal text.
+    #[sqlx(rename = "transaction_text")]
     pub transaction_id: String,
     pub aggregate_type: String,
     pub aggregate_id: String,
@@ -68,14 +69,16 @@ pub async fn read_after(
 ) -> anyhow::Result<Vec<StoredEvent>> {
     let types: Vec<String> = aggregate_types.iter().map(|t| t.to_string()).collect();
     let events: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT global_position, transaction_id::text AS transaction_id, aggregate_type, aggregate_id, sequence,
+        // The text form gets its own name: ordering by a column aliased to `transaction_id` would
+        // sort by the text ("1000" before "999") and skip events at every digit boundary.
+        "SELECT global_position, transaction_id::text AS transaction_text, aggregate_type, aggregate_id, sequence,
                 event_type, event_version,
                 CASE WHEN aggregate_type = ANY($4) THEN payload END AS payload,
                 metadata, recorded_at
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id, global_position
+          ORDER BY events.transaction_id, events.global_position
           LIMIT $3",
     )
     .bind(after_tx)

@@ -304,7 +304,7 @@ impl TestServer {
     /// `Client::get_after` with it sees every write made so far (the seeded catalog included).
     pub async fn latest_write(&self) -> Value {
         let row: Option<(String, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text, global_position FROM events ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+            "SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await
