@@ -153,7 +153,7 @@ impl CommandBus {
             .token_for_aggregate(A::TYPE, &aggregate_id, &metadata.command_id.to_string())
             .await?;
         if found.is_some_and(|(_, ours)| ours) {
-            self.engine.wake();
+            self.engine.events_committed();
         }
         Ok(Executed {
             token: found.map(|(token, _)| token),

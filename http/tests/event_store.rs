@@ -586,3 +586,56 @@ async fn transaction_ids_are_read_in_numeric_order_across_a_digit_boundary() {
         "transaction 99 before transaction 100, neither skipped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_in_another_process_wake_the_subscribers_without_waiting_for_a_poll() {
+    let server = TestServer::start().await;
+    sqlx::query(
+        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
+                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
+    )
+    .execute(&server.pool)
+    .await
+    .expect("table");
+    // The reading process polls only every minute: only a notice can wake it in time.
+    let reader = Engine::new(
+        server.pool.clone(),
+        vec![Arc::new(Recorder)],
+        EngineConfig {
+            poll_interval: Duration::from_secs(60),
+            ..EngineConfig::default()
+        },
+    );
+    reader.register().await.expect("register");
+    let writer = Engine::new(server.pool.clone(), vec![], EngineConfig::default());
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = reader.spawn(stopped.clone());
+    tasks.extend(writer.spawn(stopped));
+    // Let the reader go idle and its listener connect.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    slow_writer(server.pool.clone(), "elsewhere".into(), 3).await;
+    writer.events_committed();
+    let (tx, pos): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, global_position FROM events
+          ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+    )
+    .fetch_one(&server.pool)
+    .await
+    .expect("last");
+    let token = projections::ConsistencyToken {
+        transaction_id: tx.parse().expect("xid"),
+        global_position: pos,
+    };
+    assert!(
+        reader
+            .wait_for(token, Duration::from_secs(5))
+            .await
+            .expect("wait"),
+        "the other process's notice woke the reader"
+    );
+    let _ = stop.send(true);
+    for task in tasks {
+        task.await.expect("task stopped");
+    }
+}

@@ -154,9 +154,14 @@ impl Batch {
     }
 }
 
+/// The PostgreSQL channel on which processes tell each other that events were committed.
+const EVENTS_CHANNEL: &str = "offerflow_events";
+
 pub struct Engine {
     pool: PgPool,
     subscribers: Vec<Arc<Subscriber>>,
+    /// Signalled after local commits; a task turns bursts of them into one NOTIFY.
+    announce: Notify,
     /// Signalled after every committed batch, for readers waiting on a consistency token.
     progress: Notify,
     config: EngineConfig,
@@ -191,6 +196,7 @@ impl Engine {
         Arc::new(Engine {
             pool,
             subscribers,
+            announce: Notify::new(),
             progress: Notify::new(),
             config,
         })
@@ -223,9 +229,18 @@ impl Engine {
         }
     }
 
-    /// Starts one task per subscriber; they stop when `shutdown` turns true.
+    /// After a command committed events here: wakes the local subscribers at once, and the
+    /// other processes' through a NOTIFY sent at most every few milliseconds.
+    pub fn events_committed(&self) {
+        self.wake();
+        self.announce.notify_one();
+    }
+
+    /// Starts one task per subscriber, plus the tasks that exchange commit notices with other
+    /// processes; all stop when `shutdown` turns true.
     pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        self.subscribers
+        let mut tasks: Vec<JoinHandle<()>> = self
+            .subscribers
             .iter()
             .cloned()
             .map(|subscriber| {
@@ -233,7 +248,74 @@ impl Engine {
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move { engine.run_subscriber(subscriber, shutdown).await })
             })
-            .collect()
+            .collect();
+        let engine = Arc::clone(self);
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(
+            async move { engine.announce_commits(stop).await },
+        ));
+        let engine = Arc::clone(self);
+        tasks.push(tokio::spawn(async move {
+            engine.listen_for_commits(shutdown).await
+        }));
+        tasks
+    }
+
+    /// Turns local commits into NOTIFYs for other processes, one per burst: a NOTIFY inside
+    /// every write transaction would serialise commits on PostgreSQL's notification queue.
+    async fn announce_commits(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = self.announce.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(EVENTS_CHANNEL)
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(%error, "could not tell other processes about new events; they will poll");
+            }
+        }
+    }
+
+    /// Wakes the local subscribers when another process announces commits. Notices sent while
+    /// disconnected are lost, so a reconnection wakes them too; polling covers the rest.
+    async fn listen_for_commits(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        while !*shutdown.borrow() {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for other processes' commits; polling only");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            if let Err(error) = listener.listen(EVENTS_CHANNEL).await {
+                tracing::warn!(%error, "cannot listen for other processes' commits; polling only");
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            self.wake();
+            loop {
+                tokio::select! {
+                    notice = listener.try_recv() => match notice {
+                        Ok(_) => self.wake(),
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the commit listener; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
     }
 
     async fn run_subscriber(

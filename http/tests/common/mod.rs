@@ -101,6 +101,19 @@ impl TestServer {
         register_user(&server.state, &cli_metadata(), system_admin(), body)
             .await
             .expect("admin");
+        // Hand the server over with its read models showing the setup.
+        let latest = server.latest_write().await;
+        let token = latest["consistency_token"]
+            .as_str()
+            .expect("a setup event")
+            .parse()
+            .expect("token");
+        assert!(server
+            .state
+            .engine
+            .wait_for(token, Duration::from_secs(10))
+            .await
+            .expect("wait"));
         server
     }
 
