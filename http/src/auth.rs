@@ -247,3 +247,59 @@ impl FromRequestParts<AppState> for Authenticated {
         })
     }
 }
+
+/// Failed sign-ins per email: after [`LOGIN_MAX_FAILURES`] within [`LOGIN_WINDOW`], that email
+/// is refused (429) until the window has passed, so a password cannot be guessed at speed.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+}
+
+pub const LOGIN_MAX_FAILURES: u32 = 5;
+pub const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl LoginThrottle {
+    pub fn check(&self, email: &str) -> Result<(), ApiError> {
+        let Ok(failures) = self.failures.lock() else {
+            return Ok(());
+        };
+        match failures.get(email) {
+            Some((count, since))
+                if *count >= LOGIN_MAX_FAILURES && since.elapsed() < LOGIN_WINDOW =>
+            {
+                let wait = LOGIN_WINDOW
+                    .saturating_sub(since.elapsed())
+                    .as_secs()
+                    .max(1);
+                Err(ApiError::TooManyRequests {
+                    message: format!(
+                        "too many failed sign-ins for this email; try again in {wait} s"
+                    ),
+                    retry_after_seconds: wait,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, email: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            if failures.len() > 100_000 {
+                failures.retain(|_, (_, since)| since.elapsed() < LOGIN_WINDOW);
+            }
+            let entry = failures
+                .entry(email.to_string())
+                .or_insert((0, std::time::Instant::now()));
+            if entry.1.elapsed() >= LOGIN_WINDOW {
+                *entry = (0, std::time::Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+
+    pub fn succeeded(&self, email: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(email);
+        }
+    }
+}

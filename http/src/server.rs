@@ -108,6 +108,7 @@ pub async fn build_state(pool: PgPool, options: StateOptions) -> anyhow::Result<
         pool,
         engine,
         keys: Arc::new(keys),
+        login_throttle: Arc::new(Default::default()),
         config: Arc::new(options.config),
     })
 }

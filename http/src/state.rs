@@ -3,7 +3,7 @@ use std::sync::Arc;
 use projections::Engine;
 use sqlx::PgPool;
 
-use crate::auth::TokenKeys;
+use crate::auth::{LoginThrottle, TokenKeys};
 use crate::commands::CommandBus;
 
 /// Settings the request handlers need at run time.
@@ -34,5 +34,6 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub bus: Arc<CommandBus>,
     pub keys: Arc<TokenKeys>,
+    pub login_throttle: Arc<LoginThrottle>,
     pub config: Arc<AppConfig>,
 }

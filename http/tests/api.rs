@@ -2270,3 +2270,50 @@ async fn no_documented_endpoint_answers_odd_input_with_a_5xx() {
     }
     assert!(checked > 1000, "{checked} calls");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_passwords_lock_that_email_for_a_while() {
+    let (server, admin) = start().await;
+    server.user(&admin, "guessed@bank.test").await;
+    let anonymous = server.anonymous();
+    let attempt = |password: &'static str| {
+        let anonymous = anonymous.clone();
+        async move {
+            anonymous
+                .post(
+                    &format!("{API}/auth/login"),
+                    json!({"email": "guessed@bank.test", "password": password}),
+                )
+                .await
+        }
+    };
+    for _ in 0..5 {
+        let (status, body) = attempt("wrong guess").await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    // Now even the right password waits, and the answer says for how long.
+    let response = anonymous
+        .http
+        .post(format!("{}{API}/auth/login", server.base))
+        .json(&json!({"email": "guessed@bank.test", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    // Other accounts are not affected.
+    let (status, _) = anonymous
+        .post(
+            &format!("{API}/auth/login"),
+            json!({"email": common::ADMIN_EMAIL, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}

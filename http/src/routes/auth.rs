@@ -73,12 +73,14 @@ fn bad_credentials() -> ApiError {
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = TokenPair), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "too many failed sign-ins for this email")))]
 async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let email = normalize_email(&body.email)?;
+    state.login_throttle.check(&email)?;
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT user_id, password_hash FROM user_credentials WHERE email = $1")
             .bind(&email)
@@ -87,11 +89,14 @@ async fn login(
     let Some((user_id, hash)) = row else {
         // Spend the same time as a real check, so response times do not reveal which emails exist.
         crate::auth::spend_a_password_check(body.password).await;
+        state.login_throttle.failed(&email);
         return Err(bad_credentials());
     };
     if !verify_password(body.password, hash).await {
+        state.login_throttle.failed(&email);
         return Err(bad_credentials());
     }
+    state.login_throttle.succeeded(&email);
     let user: User = state.bus.load(user_id).await?;
     if user.id.is_none() || !user.active {
         return Err(ApiError::unauthorized("this account is deactivated"));
