@@ -112,6 +112,31 @@ async fn fifty_concurrent_writers_on_one_aggregate_lose_no_acknowledged_event() 
     assert_eq!(numbers, expected_numbers);
 }
 
+async fn create_recorder_table(pool: &PgPool) {
+    sqlx::query(
+        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
+                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .expect("table");
+}
+
+/// The consistency token of the newest committed event.
+async fn newest_event(pool: &PgPool) -> projections::ConsistencyToken {
+    let (tx, pos): (String, i64) = sqlx::query_as(
+        "SELECT transaction_id::text, global_position FROM events
+          ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("newest event");
+    projections::ConsistencyToken {
+        transaction_id: tx.parse().expect("xid"),
+        global_position: pos,
+    }
+}
+
 /// Records every event it is given, in the order given.
 struct Recorder;
 
@@ -169,13 +194,7 @@ async fn a_subscriber_sees_every_event_once_in_per_aggregate_order_under_ten_wri
     let (project, sms, _) = project_with_channels(&admin).await;
     let project: Uuid = project.parse().expect("uuid");
     let sms: Uuid = sms.parse().expect("uuid");
-    sqlx::query(
-        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
-                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
-    )
-    .execute(&server.pool)
-    .await
-    .expect("table");
+    create_recorder_table(&server.pool).await;
     let engine = Engine::new(
         server.pool.clone(),
         vec![Arc::new(Recorder)],
@@ -244,15 +263,7 @@ async fn a_subscriber_sees_every_event_once_in_per_aggregate_order_under_ten_wri
         writer.await.expect("writer finished");
     }
 
-    let (tx, pos): (String, i64) =
-        sqlx::query_as("SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1")
-            .fetch_one(&server.pool)
-            .await
-            .expect("last event");
-    let last = projections::ConsistencyToken {
-        transaction_id: tx.parse().expect("xid"),
-        global_position: pos,
-    };
+    let last = newest_event(&server.pool).await;
     assert!(
         engine
             .wait_for(last, Duration::from_secs(30))
@@ -464,13 +475,7 @@ async fn events_say_who_did_what_within_which_request_and_never_hold_a_secret() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_subscriber_takes_over_when_the_active_one_dies() {
     let server = TestServer::start().await;
-    sqlx::query(
-        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
-                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
-    )
-    .execute(&server.pool)
-    .await
-    .expect("table");
+    create_recorder_table(&server.pool).await;
     let config = EngineConfig {
         batch_size: 10,
         poll_interval: Duration::from_millis(20),
@@ -488,16 +493,7 @@ async fn a_standby_subscriber_takes_over_when_the_active_one_dies() {
     let second_tasks = second.spawn(running);
 
     slow_writer(server.pool.clone(), "before".into(), 30).await;
-    let (tx, pos): (String, i64) = sqlx::query_as(
-        "SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-    )
-    .fetch_one(&server.pool)
-    .await
-    .expect("last");
-    let token = projections::ConsistencyToken {
-        transaction_id: tx.parse().expect("xid"),
-        global_position: pos,
-    };
+    let token = newest_event(&server.pool).await;
     assert!(first
         .wait_for(token, Duration::from_secs(10))
         .await
@@ -508,16 +504,7 @@ async fn a_standby_subscriber_takes_over_when_the_active_one_dies() {
         task.abort();
     }
     slow_writer(server.pool.clone(), "after".into(), 30).await;
-    let (tx, pos): (String, i64) = sqlx::query_as(
-        "SELECT transaction_id::text, global_position FROM events ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-    )
-    .fetch_one(&server.pool)
-    .await
-    .expect("last");
-    let token = projections::ConsistencyToken {
-        transaction_id: tx.parse().expect("xid"),
-        global_position: pos,
-    };
+    let token = newest_event(&server.pool).await;
     assert!(
         second
             .wait_for(token, Duration::from_secs(10))
@@ -546,13 +533,7 @@ async fn a_standby_subscriber_takes_over_when_the_active_one_dies() {
 #[tokio::test]
 async fn transaction_ids_are_read_in_numeric_order_across_a_digit_boundary() {
     let server = TestServer::start().await;
-    sqlx::query(
-        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
-                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
-    )
-    .execute(&server.pool)
-    .await
-    .expect("table");
+    create_recorder_table(&server.pool).await;
     // Two committed events whose writing transactions are 99 and 100: as text, "100" sorts first.
     for (sequence, xid) in [(1, "100"), (2, "99")] {
         sqlx::query(
@@ -590,13 +571,7 @@ async fn transaction_ids_are_read_in_numeric_order_across_a_digit_boundary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commits_in_another_process_wake_the_subscribers_without_waiting_for_a_poll() {
     let server = TestServer::start().await;
-    sqlx::query(
-        "CREATE TABLE recorded_events (seen bigserial PRIMARY KEY, global_position bigint NOT NULL,
-                                       aggregate_id text NOT NULL, sequence bigint NOT NULL)",
-    )
-    .execute(&server.pool)
-    .await
-    .expect("table");
+    create_recorder_table(&server.pool).await;
     // The reading process polls only every minute: only a notice can wake it in time.
     let reader = Engine::new(
         server.pool.clone(),
@@ -616,17 +591,7 @@ async fn commits_in_another_process_wake_the_subscribers_without_waiting_for_a_p
 
     slow_writer(server.pool.clone(), "elsewhere".into(), 3).await;
     writer.events_committed();
-    let (tx, pos): (String, i64) = sqlx::query_as(
-        "SELECT transaction_id::text, global_position FROM events
-          ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-    )
-    .fetch_one(&server.pool)
-    .await
-    .expect("last");
-    let token = projections::ConsistencyToken {
-        transaction_id: tx.parse().expect("xid"),
-        global_position: pos,
-    };
+    let token = newest_event(&server.pool).await;
     assert!(
         reader
             .wait_for(token, Duration::from_secs(5))
