@@ -2122,7 +2122,10 @@ async fn health_readiness_metrics_and_the_api_documents() {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["database"], true);
 
-    let (status, headers, metrics) = raw(&anonymous, Method::GET, "/metrics", &[], None).await;
+    let (status, body) = anonymous.get("/metrics").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let admin = server.admin().await;
+    let (status, headers, metrics) = raw(&admin, Method::GET, "/metrics", &[], None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers
         .get(CONTENT_TYPE)

@@ -4,7 +4,7 @@
 //! The callers: `anonymous` (no token), `outsider` (signed in, not in the project), `performer`
 //! and `manager` (members of the project), `admin`. The rules the table spells out:
 //! - anonymous callers get 401 everywhere except sign-in, refresh and the public system
-//!   endpoints (health, readiness, metrics, the API documents);
+//!   endpoints (health, readiness, the API documents; metrics are for admins);
 //! - the catalog is read by anyone signed in and written by admins only (403 for others);
 //! - user administration is for admins (403), except reading one's own record;
 //! - inside a project, outsiders get 404 (the project's existence is not revealed), performers
@@ -95,7 +95,7 @@ fn matrix() -> Vec<Row> {
         // Public system endpoints.
         row(M::GET,    "/health",                                              None,                                                     OPEN),
         row(M::GET,    "/ready",                                               None,                                                     OPEN),
-        row(M::GET,    "/metrics",                                             None,                                                     OPEN),
+        row(M::GET,    "/metrics",                                             None,                                                     [401, 403, 403, 403, 200]),
         row(M::GET,    "/api/v1/openapi.json",                                 None,                                                     OPEN),
         row(M::GET,    "/api/docs/",                                           None,                                                     OPEN),
 

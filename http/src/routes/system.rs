@@ -5,6 +5,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
+use crate::auth::Authenticated;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -61,8 +63,13 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text format: projection lag per subscriber.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text format: projection lag per subscriber. Admins only (scrape with an admin's
+/// API token): nothing but sign-in, health and the API documents is open to anonymous callers.
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require_admin()?;
     let mut out = String::new();
     match state.engine.status().await {
         Ok(subscribers) => {
@@ -91,16 +98,16 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                 ));
             }
             out.push_str("# TYPE offerflow_up gauge\nofferflow_up 1\n");
-            (
+            Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                 out,
-            )
+            ))
         }
-        Err(_) => (
+        Err(_) => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             "# TYPE offerflow_up gauge\nofferflow_up 0\n".to_string(),
-        ),
+        )),
     }
 }
