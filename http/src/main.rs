@@ -161,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     )
     .await?;
     let result = match cli.command {
-        Command::Serve(args) => run_serve(&db, args).await,
+        Command::Serve(args) => run_serve(&db, &data_dir, args).await,
         Command::Migrate => {
             projections::MIGRATOR
                 .run(&db.pool)
@@ -241,7 +241,11 @@ async fn tool_state(db: &Database) -> anyhow::Result<AppState> {
     .await
 }
 
-async fn run_serve(db: &Database, args: ServeArgs) -> anyhow::Result<()> {
+async fn run_serve(
+    db: &Database,
+    data_dir: &std::path::Path,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
     let config = AppConfig {
         max_body_bytes: args.max_body_bytes,
         consistency_wait_ms: args.consistency_wait_ms,
@@ -263,12 +267,14 @@ async fn run_serve(db: &Database, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let embedded = db.is_embedded();
+    let embedded = db
+        .is_embedded()
+        .then(|| data_dir.join("postgres").display().to_string());
     serve(state, args.bind, move |addr| {
         println!();
         println!("Offerflow is running at http://{addr}/  (API docs: http://{addr}/api/docs)");
-        if embedded {
-            println!("Using its own PostgreSQL (data kept in the data directory; set DATABASE_URL to use another).");
+        if let Some(dir) = embedded {
+            println!("Using its own PostgreSQL, data in {dir} (set DATABASE_URL to use another).");
         }
         if let Some(admin) = first_admin {
             println!();
