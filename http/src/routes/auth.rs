@@ -14,7 +14,7 @@ use crate::auth::{
     hash_password, random_secret, sha256_hex, validate_new_password, verify_password,
     Authenticated, API_TOKEN_PREFIX,
 };
-use crate::commands::Accepted;
+use crate::commands::{Accepted, Executed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ReadAfter};
 use crate::state::AppState;
@@ -65,6 +65,23 @@ async fn issue_tokens(state: &AppState, user_id: Uuid) -> ApiResult<TokenPair> {
         token_type: "Bearer",
         expires_in: ttl,
     })
+}
+
+/// Runs a command on the caller's own user.
+async fn on_self(
+    state: &AppState,
+    caller: &Authenticated,
+    command: UserCommand,
+) -> ApiResult<Executed> {
+    state
+        .bus
+        .execute(
+            &state.bus.users,
+            caller.user_id,
+            command,
+            &caller.metadata(),
+        )
+        .await
 }
 
 fn bad_credentials() -> ApiError {
@@ -223,15 +240,7 @@ async fn update_me(
         subdivision: body.subdivision,
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(
-            &state.bus.users,
-            caller.user_id,
-            command,
-            &caller.metadata(),
-        )
-        .await?;
+    let done = on_self(&state, &caller, command).await?;
     Ok(Json(done.accepted(caller.user_id)))
 }
 
@@ -265,17 +274,10 @@ async fn change_password(
         });
     }
     set_password(&state, caller.user_id, body.new_password).await?;
-    state
-        .bus
-        .execute(
-            &state.bus.users,
-            caller.user_id,
-            UserCommand::RecordPasswordChange {
-                by: caller.caller(),
-            },
-            &caller.metadata(),
-        )
-        .await?;
+    let command = UserCommand::RecordPasswordChange {
+        by: caller.caller(),
+    };
+    on_self(&state, &caller, command).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -363,15 +365,7 @@ async fn create_api_token(
         name: body.name.clone(),
         by: caller.caller(),
     };
-    let done = state
-        .bus
-        .execute(
-            &state.bus.users,
-            caller.user_id,
-            command,
-            &caller.metadata(),
-        )
-        .await?;
+    let done = on_self(&state, &caller, command).await?;
     let token = format!("{API_TOKEN_PREFIX}{}", random_secret(32));
     sqlx::query("INSERT INTO api_tokens (id, user_id, name, token_hash, prefix) VALUES ($1, $2, $3, $4, $5)")
         .bind(token_id)
@@ -409,17 +403,10 @@ async fn revoke_api_token(
     if revoked == 0 {
         return Err(ApiError::not_found("API token"));
     }
-    state
-        .bus
-        .execute(
-            &state.bus.users,
-            caller.user_id,
-            UserCommand::RevokeApiToken {
-                token_id: id,
-                by: caller.caller(),
-            },
-            &caller.metadata(),
-        )
-        .await?;
+    let command = UserCommand::RevokeApiToken {
+        token_id: id,
+        by: caller.caller(),
+    };
+    on_self(&state, &caller, command).await?;
     Ok(StatusCode::NO_CONTENT)
 }

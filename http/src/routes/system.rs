@@ -73,30 +73,39 @@ pub async fn metrics(
     let mut out = String::new();
     match state.engine.status().await {
         Ok(subscribers) => {
-            out.push_str("# HELP offerflow_projection_lag_events Committed events a subscriber has not processed yet.\n");
-            out.push_str("# TYPE offerflow_projection_lag_events gauge\n");
-            for s in &subscribers {
-                out.push_str(&format!(
-                    "offerflow_projection_lag_events{{subscriber=\"{}\"}} {}\n",
-                    s.name, s.events_behind
-                ));
-            }
-            out.push_str("# HELP offerflow_projection_lag_seconds Age of the oldest event a subscriber has not processed.\n");
-            out.push_str("# TYPE offerflow_projection_lag_seconds gauge\n");
-            for s in &subscribers {
-                out.push_str(&format!(
-                    "offerflow_projection_lag_seconds{{subscriber=\"{}\"}} {}\n",
-                    s.name, s.lag_seconds
-                ));
-            }
-            out.push_str("# HELP offerflow_projection_events_processed_total Events a subscriber has processed since its last rebuild.\n");
-            out.push_str("# TYPE offerflow_projection_events_processed_total counter\n");
-            for s in &subscribers {
-                out.push_str(&format!(
-                    "offerflow_projection_events_processed_total{{subscriber=\"{}\"}} {}\n",
-                    s.name, s.events_processed
-                ));
-            }
+            let series =
+                |name: &str,
+                 kind: &str,
+                 help: &str,
+                 value: &dyn Fn(&projections::SubscriberStatus) -> String| {
+                    let mut text = format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
+                    for s in &subscribers {
+                        text.push_str(&format!(
+                            "{name}{{subscriber=\"{}\"}} {}\n",
+                            s.name,
+                            value(s)
+                        ));
+                    }
+                    text
+                };
+            out.push_str(&series(
+                "offerflow_projection_lag_events",
+                "gauge",
+                "Committed events a subscriber has not processed yet.",
+                &|s| s.events_behind.to_string(),
+            ));
+            out.push_str(&series(
+                "offerflow_projection_lag_seconds",
+                "gauge",
+                "Age of the oldest event a subscriber has not processed.",
+                &|s| s.lag_seconds.to_string(),
+            ));
+            out.push_str(&series(
+                "offerflow_projection_events_processed_total",
+                "counter",
+                "Events a subscriber has processed since its last rebuild.",
+                &|s| s.events_processed.to_string(),
+            ));
             out.push_str("# TYPE offerflow_up gauge\nofferflow_up 1\n");
             Ok((
                 StatusCode::OK,
