@@ -1,18 +1,18 @@
 //! The command side: runs a command against an aggregate through cqrs-es's pure event store,
 //! with the event metadata, retries on concurrent writes, and the consistency token a client
 //! can hand to later queries.
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
 
-use cqrs_es::{Aggregate, AggregateError};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
 use domain::catalog::{Product, SalesChannel};
 use domain::client_request::ClientRequest;
 use domain::metadata::EventMetadata;
 use domain::project::Project;
 use domain::user::User;
 use domain::DomainError;
-use postgres_es::{postgres_cqrs, PostgresCqrs};
 use projections::{ConsistencyToken, Engine};
 use rand::Rng;
 use serde::Serialize;
@@ -21,30 +21,48 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::event_store::{AggregateStore, AppendError, Appender};
 
-/// How stale a user may be when authentication reads it from this process's cache.
-pub const USER_CACHE_TTL: Duration = Duration::from_secs(1);
+/// How far behind other processes' writes a remembered aggregate may be when it alone decides
+/// something: who the caller is, what they may do, or that a command changes nothing.
+pub const FRESH: Duration = Duration::from_secs(1);
 
-fn poisoned<T>(_: std::sync::PoisonError<T>) -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("the user cache lock is poisoned"))
-}
+const TURN_STRIPES: usize = 1024;
 
 /// Retries after the first attempt when another writer got to the aggregate first.
 const CONFLICT_RETRIES: u32 = 3;
 
 pub struct CommandBus {
-    pool: PgPool,
     engine: Arc<Engine>,
-    /// Users as authentication last saw them: every request needs one, and most requests are
-    /// not user changes. Changes made through this process drop the entry at once; changes
-    /// made by another process are seen within [`USER_CACHE_TTL`].
-    users_seen: Mutex<HashMap<Uuid, (User, Instant)>>,
-    pub products: PostgresCqrs<Product>,
-    pub channels: PostgresCqrs<SalesChannel>,
-    pub projects: PostgresCqrs<Project>,
-    pub requests: PostgresCqrs<ClientRequest>,
-    pub users: PostgresCqrs<User>,
+    /// Commands on one aggregate take turns in this process, so that they do not refuse each
+    /// other's sequence numbers; striped, so the locks stay few.
+    turns: Vec<tokio::sync::Mutex<()>>,
+    pub products: AggregateStore<Product>,
+    pub channels: AggregateStore<SalesChannel>,
+    pub projects: AggregateStore<Project>,
+    pub requests: AggregateStore<ClientRequest>,
+    pub users: AggregateStore<User>,
 }
+
+/// The aggregate types the bus stores, so that `load::<A>` finds the right store.
+pub trait Stored: Aggregate<Error = DomainError, Services = ()> + Clone {
+    fn store(bus: &CommandBus) -> &AggregateStore<Self>;
+}
+
+macro_rules! stored {
+    ($aggregate:ty, $field:ident) => {
+        impl Stored for $aggregate {
+            fn store(bus: &CommandBus) -> &AggregateStore<Self> {
+                &bus.$field
+            }
+        }
+    };
+}
+stored!(Product, products);
+stored!(SalesChannel, channels);
+stored!(Project, projects);
+stored!(ClientRequest, requests);
+stored!(User, users);
 
 /// What a command did.
 #[derive(Debug, Clone, Copy)]
@@ -77,15 +95,17 @@ impl CommandBus {
         // Pure event-store mode: no snapshots (cqrs-es 0.5 applies events twice when it
         // snapshots) and no in-process views (they lose updates); the read models are the
         // projections' business.
+        let appender = Appender::start(pool.clone(), Arc::clone(&engine));
         CommandBus {
-            products: postgres_cqrs(pool.clone(), vec![], ()),
-            channels: postgres_cqrs(pool.clone(), vec![], ()),
-            projects: postgres_cqrs(pool.clone(), vec![], ()),
-            requests: postgres_cqrs(pool.clone(), vec![], ()),
-            users: postgres_cqrs(pool.clone(), vec![], ()),
-            pool,
+            products: AggregateStore::new(pool.clone(), appender.clone()),
+            channels: AggregateStore::new(pool.clone(), appender.clone()),
+            projects: AggregateStore::new(pool.clone(), appender.clone()),
+            requests: AggregateStore::new(pool.clone(), appender.clone()),
+            users: AggregateStore::new(pool, appender),
             engine,
-            users_seen: Mutex::new(HashMap::new()),
+            turns: (0..TURN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -93,36 +113,70 @@ impl CommandBus {
         &self.engine
     }
 
-    /// Runs `command` on aggregate `id`, retrying with jitter when a concurrent writer wins the
-    /// race, and answers 409 once the retries are spent.
+    fn turn(&self, kind: &str, id: Uuid) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (kind, id).hash(&mut hasher);
+        &self.turns[(hasher.finish() % TURN_STRIPES as u64) as usize]
+    }
+
+    /// Runs `command` on aggregate `id`, retrying with jitter when a writer in another process
+    /// wins the race, and answers 409 once the retries are spent.
     pub async fn execute<A>(
         &self,
-        cqrs: &PostgresCqrs<A>,
+        store: &AggregateStore<A>,
         id: Uuid,
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<Executed, ApiError>
     where
-        A: Aggregate<Error = DomainError>,
+        A: Aggregate<Error = DomainError, Services = ()> + Clone,
         A::Command: Clone,
     {
-        let aggregate_id = id.to_string();
-        if A::TYPE == User::TYPE {
-            self.forget_user(id);
-        }
+        let _turn = self.turn(A::TYPE, id).lock().await;
+        let metadata = metadata.to_map();
         let mut attempt = 0;
+        // Appends are checked against the log, so any remembered state may decide a change;
+        // only an answer that writes nothing rests on the memory copy alone, so that copy must
+        // be recent.
+        let mut max_age = None;
         loop {
-            let result = cqrs
-                .execute_with_metadata(&aggregate_id, command.clone(), metadata.to_map())
-                .await;
-            match result {
-                Ok(()) => break,
-                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+            let before = store.current(id, max_age).await?;
+            let mut after = before.aggregate.clone();
+            let sink = EventSink::default();
+            let decided = after.handle(command.clone(), &(), &sink).await;
+            let events = sink.collect().await;
+            if (decided.is_err() || events.is_empty()) && before.confirmed.elapsed() > FRESH {
+                max_age = Some(Duration::ZERO);
+                continue;
+            }
+            match decided {
+                Err(e) => return Err(e.into()),
+                Ok(()) if events.is_empty() => {
+                    let token = match before.token {
+                        Some(token) => Some(token),
+                        None => self.newest_token(A::TYPE, id).await?,
+                    };
+                    return Ok(Executed {
+                        token,
+                        changed: false,
+                    });
+                }
+                Ok(()) => {}
+            }
+            match store.append(id, &before, after, events, &metadata).await {
+                Ok(token) => {
+                    return Ok(Executed {
+                        token: Some(token),
+                        changed: true,
+                    })
+                }
+                Err(AppendError::Conflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
+                    max_age = Some(Duration::ZERO);
                     let jitter = rand::rng().random_range(1..=10u64 * (1 << attempt));
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(AppendError::Conflict) => {
                     return Err(ApiError::Conflict {
                         code: "concurrent_modification",
                         message: format!(
@@ -132,74 +186,36 @@ impl CommandBus {
                         ),
                     })
                 }
-                Err(AggregateError::UserError(e)) => return Err(e.into()),
-                Err(AggregateError::DatabaseConnectionError(e)) => {
+                Err(AppendError::Database(e)) => {
                     tracing::error!(error = %e, "event store unavailable");
                     return Err(ApiError::Unavailable(
                         "the event store is unavailable; try again shortly".into(),
                     ));
                 }
-                Err(e) => {
-                    return Err(ApiError::Internal(anyhow::anyhow!("{} {id}: {e}", A::TYPE)));
-                }
             }
         }
-        if A::TYPE == User::TYPE {
-            // Again after the commit: a request may have cached the old state meanwhile.
-            self.forget_user(id);
-        }
-        let found = self
+    }
+
+    async fn newest_token(
+        &self,
+        kind: &str,
+        id: Uuid,
+    ) -> Result<Option<ConsistencyToken>, ApiError> {
+        Ok(self
             .engine
-            .token_for_aggregate(A::TYPE, &aggregate_id, &metadata.command_id.to_string())
-            .await?;
-        if found.is_some_and(|(_, ours)| ours) {
-            self.engine.events_committed();
-        }
-        Ok(Executed {
-            token: found.map(|(token, _)| token),
-            changed: found.is_some_and(|(_, ours)| ours),
-        })
+            .token_for_aggregate(kind, &id.to_string(), "")
+            .await?
+            .map(|(token, _)| token))
     }
 
-    /// A user for authentication: from the log, at most [`USER_CACHE_TTL`] old.
+    /// A user for authentication: at most [`FRESH`] old.
     pub async fn user(&self, id: Uuid) -> Result<User, ApiError> {
-        if let Some((user, seen)) = self.users_seen.lock().map_err(poisoned)?.get(&id) {
-            if seen.elapsed() < USER_CACHE_TTL {
-                return Ok(user.clone());
-            }
-        }
-        let user: User = self.load(id).await?;
-        let mut seen = self.users_seen.lock().map_err(poisoned)?;
-        if seen.len() >= 10_000 {
-            seen.clear();
-        }
-        seen.insert(id, (user.clone(), Instant::now()));
-        Ok(user)
+        self.load(id).await
     }
 
-    fn forget_user(&self, id: Uuid) {
-        if let Ok(mut seen) = self.users_seen.lock() {
-            seen.remove(&id);
-        }
-    }
-
-    /// The current state of an aggregate, straight from the log (consistent, unlike the read
-    /// models), for decisions that span aggregates.
-    pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<A, ApiError> {
-        let payloads: Vec<(serde_json::Value,)> = sqlx::query_as(
-            "SELECT payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-        )
-        .bind(A::TYPE)
-        .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut aggregate = A::default();
-        for (payload,) in payloads {
-            let event: A::Event = serde_json::from_value(payload).map_err(|e| {
-                anyhow::anyhow!("{} {id} has an event that does not decode: {e}", A::TYPE)
-            })?;
-            aggregate.apply(event);
-        }
-        Ok(aggregate)
+    /// The current state of an aggregate for decisions that span aggregates: consistent with
+    /// this process's own writes, and at most [`FRESH`] behind other processes'.
+    pub async fn load<A: Stored>(&self, id: Uuid) -> Result<A, ApiError> {
+        Ok(A::store(self).current(id, Some(FRESH)).await?.aggregate)
     }
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod commands;
 pub mod embedded_pg;
 pub mod error;
+pub mod event_store;
 pub mod extract;
 pub mod routes;
 pub mod seed;

@@ -604,3 +604,213 @@ async fn commits_in_another_process_wake_the_subscribers_without_waiting_for_a_p
         task.await.expect("task stopped");
     }
 }
+
+/// A client of `other` that acts as `client`'s user.
+fn same_user_on(client: &common::Client, other: &TestServer) -> common::Client {
+    common::Client {
+        base: other.base.clone(),
+        http: reqwest::Client::new(),
+        token: client.token.clone(),
+    }
+}
+
+async fn prompt_changes(pool: &PgPool, project: &str) -> Vec<(i64, String)> {
+    let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "SELECT sequence, payload FROM events
+          WHERE aggregate_id = $1 AND event_type = 'ChannelPromptChanged' ORDER BY sequence",
+    )
+    .bind(project)
+    .fetch_all(pool)
+    .await
+    .expect("events");
+    rows.into_iter()
+        .map(|(sequence, payload)| {
+            let prompt = payload["ChannelPromptChanged"]["prompt"]
+                .as_str()
+                .expect("prompt")
+                .to_string();
+            (sequence, prompt)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_whose_memory_is_behind_another_servers_write_records_after_it_not_over_it() {
+    let first = TestServer::start().await;
+    let second = TestServer::on(first.url.clone(), first.pool.clone()).await;
+    let on_first = first.admin().await;
+    let on_second = same_user_on(&on_first, &second);
+    let (project, sms, _) = project_with_channels(&on_first).await;
+    let path = format!("/api/v1/projects/{project}/channels/{sms}");
+
+    // The first server now remembers the project; the second changes it behind its back.
+    for (client, prompt) in [
+        (&on_first, "Первая версия"),
+        (&on_second, "Вторая версия"),
+        (&on_first, "Третья версия"),
+    ] {
+        let (status, body) = client.patch(&path, json!({ "prompt": prompt })).await;
+        assert_eq!(status, StatusCode::OK, "{prompt}: {body}");
+    }
+    let changes = prompt_changes(&first.pool, &project).await;
+    let prompts: Vec<&str> = changes.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(
+        prompts,
+        ["Первая версия", "Вторая версия", "Третья версия"],
+        "each write lands after the one before it"
+    );
+
+    // Both servers, 20 writers each, on the one aggregate.
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let client = if i % 2 == 0 { &on_first } else { &on_second }.clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                let prompt = format!("Версия {i}");
+                let (status, body) = client.patch(&path, json!({ "prompt": prompt })).await;
+                (prompt, status, body)
+            })
+        })
+        .collect();
+    let mut acknowledged = vec![
+        "Первая версия".to_string(),
+        "Вторая версия".into(),
+        "Третья версия".into(),
+    ];
+    for writer in writers {
+        let (prompt, status, body) = writer.await.expect("writer");
+        match status {
+            StatusCode::OK => acknowledged.push(prompt),
+            StatusCode::CONFLICT => {
+                assert_eq!(body["error"]["code"], "concurrent_modification", "{body}")
+            }
+            other => panic!("a writer got {other}: {body}"),
+        }
+    }
+    let mut logged: Vec<String> = prompt_changes(&first.pool, &project)
+        .await
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    logged.sort();
+    acknowledged.sort();
+    assert_eq!(
+        logged, acknowledged,
+        "the log holds exactly the acknowledged writes"
+    );
+    let sequences: Vec<(i64,)> =
+        sqlx::query_as("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(&project)
+            .fetch_all(&first.pool)
+            .await
+            .expect("sequences");
+    let expected: Vec<(i64,)> = (1..=sequences.len() as i64).map(|s| (s,)).collect();
+    assert_eq!(sequences, expected, "no gaps, no repeats");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_that_would_change_nothing_is_checked_against_the_log_before_it_is_answered() {
+    let first = TestServer::start().await;
+    let second = TestServer::on(first.url.clone(), first.pool.clone()).await;
+    let on_first = first.admin().await;
+    let on_second = same_user_on(&on_first, &second);
+    let product = common::catalog_id(&on_first, "products", "PK").await;
+    let path = format!("/api/v1/products/{product}");
+
+    let (status, body) = on_first.patch(&path, json!({ "name": "Карта А" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = on_second.patch(&path, json!({ "name": "Карта Б" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The first server still remembers "Карта А"; once that memory is older than a server may
+    // trust for an answer that writes nothing, "Карта А" again must be recorded, not skipped.
+    tokio::time::sleep(offerflow_http::commands::FRESH + Duration::from_millis(200)).await;
+    let (status, body) = on_first.patch(&path, json!({ "name": "Карта А" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let recorded: Vec<(serde_json::Value,)> = sqlx::query_as(
+        "SELECT payload FROM events WHERE aggregate_id = $1 AND event_type = 'ProductDetailsUpdated'
+          ORDER BY sequence",
+    )
+    .bind(&product)
+    .fetch_all(&first.pool)
+    .await
+    .expect("events");
+    let names: Vec<String> = recorded
+        .iter()
+        .map(|(p,)| {
+            let text = p.to_string();
+            if text.contains("Карта А") {
+                "Карта А"
+            } else {
+                "Карта Б"
+            }
+            .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["Карта А", "Карта Б", "Карта А"]);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_appended_together_are_refused_one_by_one_not_all_together() {
+    use offerflow_http::event_store::{AppendError, Appender, EventRow};
+    let server = TestServer::start().await;
+    let appender = Appender::start(server.pool.clone(), server.state.engine.clone());
+    let row = |stream: &str, sequence: i64| EventRow {
+        aggregate_type: "AppendProbe",
+        aggregate_id: stream.to_string(),
+        sequence,
+        event_type: "Probed".into(),
+        event_version: "1".into(),
+        payload: json!({ "Probed": { "stream": stream } }),
+        metadata: json!({}),
+    };
+    appender
+        .append(vec![row("taken", 1)])
+        .await
+        .expect("first append");
+
+    // Twenty commands at once, one of them late for sequence 1 of "taken"; each has two events.
+    let appends: Vec<_> = (0..20)
+        .map(|i| {
+            let appender = appender.clone();
+            let stream = if i == 7 {
+                "taken".to_string()
+            } else {
+                format!("stream-{i}")
+            };
+            let rows = vec![row(&stream, 1), row(&stream, 2)];
+            tokio::spawn(async move { (stream, appender.append(rows).await) })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    for append in appends {
+        let (stream, outcome) = append.await.expect("append task");
+        match outcome {
+            Ok(token) => {
+                assert_ne!(stream, "taken", "a taken sequence was accepted");
+                tokens.insert(token.global_position);
+            }
+            Err(AppendError::Conflict) => assert_eq!(stream, "taken"),
+            Err(AppendError::Database(e)) => panic!("{stream}: {e}"),
+        }
+    }
+    assert_eq!(tokens.len(), 19, "each accepted command has its own token");
+
+    let logged: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, count(*) FROM events WHERE aggregate_type = 'AppendProbe'
+          GROUP BY aggregate_id ORDER BY aggregate_id",
+    )
+    .fetch_all(&server.pool)
+    .await
+    .expect("events");
+    assert_eq!(logged.len(), 20);
+    for (stream, events) in logged {
+        let expected = if stream == "taken" { 1 } else { 2 };
+        assert_eq!(
+            events, expected,
+            "{stream}: every event of a command, or none"
+        );
+    }
+}

@@ -1,5 +1,6 @@
 //! The catalog: products and sales channels. Everyone signed in reads; admins write.
 //! `DELETE` archives: projects and requests that refer to an entry keep working.
+use crate::event_store::AggregateStore;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -9,7 +10,6 @@ use domain::catalog::{
     CatalogCommand, CatalogDetails, CatalogEntry, CatalogKind, ProductKind, SalesChannelKind,
 };
 use domain::ids;
-use postgres_es::PostgresCqrs;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -199,13 +199,14 @@ fn entry_id<K: CatalogKind>(key: &str) -> Uuid {
 /// Creates a catalog entry; shared by the API and `seed catalog`.
 pub async fn create<K: CatalogKind>(
     state: &AppState,
-    cqrs: &PostgresCqrs<CatalogEntry<K>>,
+    cqrs: &AggregateStore<CatalogEntry<K>>,
     metadata: &domain::metadata::EventMetadata,
     by: domain::Caller,
     body: NewCatalogItem,
 ) -> ApiResult<(Uuid, crate::commands::Executed)>
 where
-    CatalogEntry<K>: Aggregate<Command = CatalogCommand, Error = domain::DomainError>,
+    CatalogEntry<K>:
+        Aggregate<Command = CatalogCommand, Error = domain::DomainError, Services = ()>,
 {
     if !by.is_admin {
         return Err(ApiError::Forbidden("only an admin may do that".into()));
@@ -227,13 +228,14 @@ where
 
 async fn update<K: CatalogKind>(
     state: &AppState,
-    cqrs: &PostgresCqrs<CatalogEntry<K>>,
+    cqrs: &AggregateStore<CatalogEntry<K>>,
     caller: &Authenticated,
     id: Uuid,
     body: CatalogUpdate,
 ) -> ApiResult<Accepted>
 where
-    CatalogEntry<K>: Aggregate<Command = CatalogCommand, Error = domain::DomainError>,
+    CatalogEntry<K>:
+        Aggregate<Command = CatalogCommand, Error = domain::DomainError, Services = ()>,
 {
     caller.require_admin()?;
     let command = CatalogCommand::Update {
@@ -251,12 +253,13 @@ where
 
 async fn archive<K: CatalogKind>(
     state: &AppState,
-    cqrs: &PostgresCqrs<CatalogEntry<K>>,
+    cqrs: &AggregateStore<CatalogEntry<K>>,
     caller: &Authenticated,
     id: Uuid,
 ) -> ApiResult<Accepted>
 where
-    CatalogEntry<K>: Aggregate<Command = CatalogCommand, Error = domain::DomainError>,
+    CatalogEntry<K>:
+        Aggregate<Command = CatalogCommand, Error = domain::DomainError, Services = ()>,
 {
     caller.require_admin()?;
     let done = state

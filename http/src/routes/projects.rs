@@ -86,7 +86,7 @@ async fn catalog_facts<A>(
     noun: &str,
 ) -> ApiResult<CatalogFacts>
 where
-    A: cqrs_es::Aggregate + CatalogState,
+    A: crate::commands::Stored + CatalogState,
 {
     let entry: A = state.bus.load(id).await?;
     match entry.facts() {
