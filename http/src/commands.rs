@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::event_store::{AggregateStore, AppendError, Appender};
+use crate::event_store::{AggregateStore, AppendError, Appender, Recency};
 
 /// How far behind other processes' writes a remembered aggregate may be when it alone decides
 /// something: who the caller is, what they may do, or that a command changes nothing.
@@ -135,18 +135,19 @@ impl CommandBus {
         let _turn = self.turn(A::TYPE, id).lock().await;
         let metadata = metadata.to_map();
         let mut attempt = 0;
-        // Appends are checked against the log, so any remembered state may decide a change;
-        // only an answer that writes nothing rests on the memory copy alone, so that copy must
-        // be recent.
-        let mut max_age = None;
+        // Appends are checked against the log, so a remembered or presumed state may decide a
+        // change; an answer that writes nothing must rest on a recent reading of the log.
+        let mut wanted = Recency::OrPresumedNew;
         loop {
-            let before = store.current(id, max_age).await?;
+            let before = store.current(id, wanted).await?;
             let mut after = before.aggregate.clone();
             let sink = EventSink::default();
             let decided = after.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
-            if (decided.is_err() || events.is_empty()) && before.confirmed.elapsed() > FRESH {
-                max_age = Some(Duration::ZERO);
+            if (decided.is_err() || events.is_empty())
+                && (before.presumed || before.confirmed.elapsed() > FRESH)
+            {
+                wanted = Recency::AtMost(Duration::ZERO);
                 continue;
             }
             match decided {
@@ -170,9 +171,13 @@ impl CommandBus {
                         changed: true,
                     })
                 }
+                Err(AppendError::Conflict) if before.presumed => {
+                    // The aggregate was not new after all: decide again on what the log holds.
+                    wanted = Recency::AtMost(Duration::ZERO);
+                }
                 Err(AppendError::Conflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
-                    max_age = Some(Duration::ZERO);
+                    wanted = Recency::AtMost(Duration::ZERO);
                     let jitter = rand::rng().random_range(1..=10u64 * (1 << attempt));
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
@@ -208,6 +213,12 @@ impl CommandBus {
             .map(|(token, _)| token))
     }
 
+    /// An aggregate for facts that never change once recorded (a client request's project),
+    /// from this process's memory when it has one.
+    pub async fn recorded<A: Stored>(&self, id: Uuid) -> Result<A, ApiError> {
+        Ok(A::store(self).current(id, Recency::AnyAge).await?.aggregate)
+    }
+
     /// A user for authentication: at most [`FRESH`] old.
     pub async fn user(&self, id: Uuid) -> Result<User, ApiError> {
         self.load(id).await
@@ -216,6 +227,9 @@ impl CommandBus {
     /// The current state of an aggregate for decisions that span aggregates: consistent with
     /// this process's own writes, and at most [`FRESH`] behind other processes'.
     pub async fn load<A: Stored>(&self, id: Uuid) -> Result<A, ApiError> {
-        Ok(A::store(self).current(id, Some(FRESH)).await?.aggregate)
+        Ok(A::store(self)
+            .current(id, Recency::AtMost(FRESH))
+            .await?
+            .aggregate)
     }
 }

@@ -231,6 +231,22 @@ pub struct Known<A> {
     pub token: Option<ConsistencyToken>,
     /// When this state was last read from the log or written to it by this process.
     pub confirmed: Instant,
+    /// Never seen by this process and guessed to be new, unread: a guess may decide a change
+    /// (the log refuses it if the aggregate exists) but never an answer that writes nothing.
+    pub presumed: bool,
+}
+
+/// How recent a copy of an aggregate must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recency {
+    /// Any copy this process has of a created aggregate: for facts that never change once
+    /// recorded.
+    AnyAge,
+    /// A copy confirmed at most this long ago, else the log.
+    AtMost(Duration),
+    /// Any copy this process has, else an empty aggregate without reading: creating an
+    /// aggregate then needs no read, and the log refuses the guess when it is wrong.
+    OrPresumedNew,
 }
 
 /// One aggregate type's events: loads, remembers, appends.
@@ -252,13 +268,26 @@ where
         }
     }
 
-    /// The aggregate, from memory when this process confirmed it at most `max_age` ago (any
-    /// age for `None`), else from the log.
-    pub async fn current(&self, id: Uuid, max_age: Option<Duration>) -> anyhow::Result<Known<A>> {
+    /// The aggregate as `wanted` allows: from memory, presumed, or read from the log.
+    pub async fn current(&self, id: Uuid, wanted: Recency) -> anyhow::Result<Known<A>> {
         if let Some(known) = self.remembered(id) {
-            if max_age.is_none_or(|age| known.confirmed.elapsed() <= age) {
+            let recent_enough = match wanted {
+                // An aggregate not yet created may have been created since.
+                Recency::AnyAge => known.version > 0,
+                Recency::OrPresumedNew => true,
+                Recency::AtMost(age) => known.confirmed.elapsed() <= age,
+            };
+            if recent_enough {
                 return Ok(known);
             }
+        } else if wanted == Recency::OrPresumedNew {
+            return Ok(Known {
+                aggregate: A::default(),
+                version: 0,
+                token: None,
+                confirmed: Instant::now(),
+                presumed: true,
+            });
         }
         let confirmed = Instant::now();
         let serialized = self
@@ -279,6 +308,7 @@ where
             version,
             token: None,
             confirmed,
+            presumed: false,
         };
         self.remember(id, known.clone());
         Ok(known)
@@ -320,6 +350,7 @@ where
                         version: before.version + events.len(),
                         token: Some(token),
                         confirmed,
+                        presumed: false,
                     },
                 );
                 Ok(token)

@@ -814,3 +814,40 @@ async fn commands_appended_together_are_refused_one_by_one_not_all_together() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_another_server_already_recorded_is_the_same_request_not_a_second_one() {
+    let first = TestServer::start().await;
+    let second = TestServer::on(first.url.clone(), first.pool.clone()).await;
+    let on_first = first.admin().await;
+    let on_second = same_user_on(&on_first, &second);
+    let (project, sms, _) = project_with_channels(&on_first).await;
+    let path = format!("/api/v1/projects/{project}/channels/{sms}/requests");
+
+    let (status, created) = on_first.post(&path, client_data(5)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    // The second server has never seen this request: it presumes a new one and the log says no.
+    let (status, repeated) = on_second.post(&path, client_data(5)).await;
+    assert_eq!(status, StatusCode::OK, "{repeated}");
+    assert_eq!(repeated["id"], created["id"]);
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'ClientRequestCreated'",
+    )
+    .bind(created["id"].as_str().expect("id"))
+    .fetch_one(&first.pool)
+    .await
+    .expect("count");
+    assert_eq!(count, 1);
+    // And it can record the outcome of a request it learnt of that way.
+    let (status, body) = on_second
+        .put(
+            &format!(
+                "/api/v1/requests/{}/outcome",
+                created["id"].as_str().expect("id")
+            ),
+            json!({ "success_type": "interest" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    second.stop().await;
+}

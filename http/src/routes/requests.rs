@@ -349,7 +349,8 @@ async fn record_outcome(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<OutcomeUpdate>,
 ) -> ApiResult<Json<Accepted>> {
-    let request: ClientRequest = state.bus.load(id).await?;
+    // A request's project never changes: any copy of the request will do to find it.
+    let request: ClientRequest = state.bus.recorded(id).await?;
     let project_id = request
         .project_id
         .ok_or_else(|| ApiError::not_found("client request"))?;
