@@ -18,10 +18,63 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{client_data, project_with_channels, Client, TestServer};
+use bytes::Bytes;
+use common::{client_data, project_with_channels, TestServer};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
 use projections::ConsistencyToken;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
+
+// The server in this process runs on the allocator `offerflow serve` uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The load generator's HTTP client: plain hyper with keep-alive, the body prepared as bytes,
+/// the answer read for its token only, so that the clients take as little of the machine from
+/// the server as pgbench's clients take from PostgreSQL.
+#[derive(Clone)]
+struct LoadClient {
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+    base: String,
+    bearer: String,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    id: Option<String>,
+    consistency_token: Option<String>,
+}
+
+impl LoadClient {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Option<Answer>) {
+        let request = hyper::Request::builder()
+            .method(method.as_str())
+            .uri(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, &self.bearer)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        let response = self.http.request(request).await.expect("request sent");
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, serde_json::from_slice(&body).ok())
+    }
+}
 
 struct Options {
     seconds: u64,
@@ -118,7 +171,7 @@ async fn load<F, Fut>(
 ) -> LoadResult
 where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = (StatusCode, Value)> + Send,
+    Fut: std::future::Future<Output = (StatusCode, Option<Answer>)> + Send,
 {
     let call = Arc::new(call);
     let errors = Arc::new(AtomicUsize::new(0));
@@ -139,8 +192,8 @@ where
                 n += 1;
                 if status.is_success() {
                     latencies.push(took);
-                    if let Some(token) = body["consistency_token"]
-                        .as_str()
+                    if let Some(token) = body
+                        .and_then(|b| b.consistency_token)
                         .and_then(|t| t.parse().ok())
                     {
                         *last_ack.lock().expect("lock") = Some((token, Instant::now()));
@@ -173,6 +226,11 @@ async fn main() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     let admin = server.admin().await;
     let (project, sms, _) = project_with_channels(&admin).await;
+    let loader = LoadClient {
+        http: HyperClient::builder(TokioExecutor::new()).build_http(),
+        base: server.base.clone(),
+        bearer: format!("Bearer {}", admin.token.clone().expect("signed in")),
+    };
 
     sqlx::query("CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
         .execute(&server.pool)
@@ -227,14 +285,14 @@ async fn main() -> anyhow::Result<()> {
     let path = format!("/api/v1/projects/{project}/channels/{sms}/requests");
     let created: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let create = {
-        let (admin, created) = (admin.clone(), created.clone());
+        let (loader, created) = (loader.clone(), created.clone());
         load(
             "create client request",
             opts.clients,
             opts.seconds,
             last_ack.clone(),
             move |client, n| {
-                let (admin, path, created) = (admin.clone(), path.clone(), created.clone());
+                let (loader, path, created) = (loader.clone(), path.clone(), created.clone());
                 async move {
                     // Each call a new client: the bank's id is part of the client's data.
                     let mut body = client_data(n);
@@ -242,9 +300,10 @@ async fn main() -> anyhow::Result<()> {
                     body["client_data_decoding"]["bank_client_id"] =
                         json!("Идентификатор клиента в банке");
                     body["client_id"] = json!(format!("{client}-{n}"));
-                    let (status, answer) = admin.post(&path, body).await;
-                    if let Some(id) = answer["id"].as_str() {
-                        created.lock().expect("lock").push(id.to_string());
+                    let body = serde_json::to_vec(&body).expect("json");
+                    let (status, answer) = loader.send(Method::POST, &path, body).await;
+                    if let Some(id) = answer.as_ref().and_then(|a| a.id.clone()) {
+                        created.lock().expect("lock").push(id);
                     }
                     (status, answer)
                 }
@@ -254,7 +313,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let ids = Arc::new(created.lock().expect("lock").clone());
     let outcome = {
-        let admin: Client = admin.clone();
         let ids = ids.clone();
         let clients = opts.clients;
         load(
@@ -263,19 +321,15 @@ async fn main() -> anyhow::Result<()> {
             opts.seconds,
             last_ack.clone(),
             move |client, n| {
-                let (admin, ids) = (admin.clone(), ids.clone());
+                let (loader, ids) = (loader.clone(), ids.clone());
                 async move {
                     // Each call changes the outcome, so each is one new event.
                     let id = &ids[(client + n * clients) % ids.len()];
                     let outcome = ["sold", "interest", "reflection", "negative_reaction"]
                         [(n / (ids.len() / clients).max(1)) % 4];
-                    admin
-                        .call(
-                            Method::PUT,
-                            &format!("/api/v1/requests/{id}/outcome"),
-                            Some(json!({ "success_type": outcome })),
-                            None,
-                        )
+                    let body = format!(r#"{{"success_type":"{outcome}"}}"#).into_bytes();
+                    loader
+                        .send(Method::PUT, &format!("/api/v1/requests/{id}/outcome"), body)
                         .await
                 }
             },

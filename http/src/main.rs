@@ -12,6 +12,9 @@ use offerflow_http::server::{bootstrap, build_state, cli_metadata, serve, Databa
 use offerflow_http::state::{AppConfig, AppState};
 use projections::engine::EngineConfig;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "offerflow",
