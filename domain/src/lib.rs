@@ -5,6 +5,7 @@
 //! command, so every decision can be tested as given/when/then without a database.
 
 pub mod catalog;
+pub mod chat;
 pub mod client_request;
 mod error;
 pub mod ids;
