@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::chat::{ChatMessage, ChatRole, SamplingParams};
 use crate::validate::optional_text;
 use crate::DomainError;
 
@@ -61,6 +62,55 @@ impl Outcome {
     }
 }
 
+/// How good a generated text is, as a reviewer judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRating {
+    Ok,
+    Error,
+    Revision,
+    Undefined,
+}
+
+/// Where a client request stands with its offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Initial,
+    InProgress,
+    Ok,
+    Error,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Initial => "initial",
+            RequestStatus::InProgress => "in_progress",
+            RequestStatus::Ok => "ok",
+            RequestStatus::Error => "error",
+        }
+    }
+}
+
+/// One message of a request's thread, as the old API showed it: `user` for what was sent to
+/// the model, `system` for the model's offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadMessage {
+    pub id: Uuid,
+    pub generation_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub from_model: bool,
+    pub text: String,
+}
+
+/// A generation as the request knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub messages: Vec<ChatMessage>,
+    pub finished: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequestCommand {
     /// Callers must first check, on the project, that the caller may work in it and that the
@@ -77,6 +127,42 @@ pub enum ClientRequestCommand {
     RecordOutcome {
         outcome: Outcome,
     },
+    /// Asks for an offer. The caller builds `messages` (prompt::offer_messages, or
+    /// prompt::follow_up_messages over [`ClientRequest::thread_for`] for a follow-up) and
+    /// chooses the ids.
+    RequestGeneration {
+        generation_id: Uuid,
+        user_message_id: Uuid,
+        parent_message_id: Option<Uuid>,
+        instruction: Option<String>,
+        messages: Vec<ChatMessage>,
+        model: String,
+        prompt_version: u32,
+        params: SamplingParams,
+    },
+    /// A worker's result. Delivery is at least once: a generation already finished records
+    /// nothing.
+    CompleteGeneration {
+        generation_id: Uuid,
+        message_id: Uuid,
+        text: String,
+        model: String,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+        duration_ms: u64,
+        flags: Vec<String>,
+    },
+    FailGeneration {
+        generation_id: Uuid,
+        error: String,
+        attempt: u32,
+        permanent: bool,
+    },
+    RateMessage {
+        message_id: Uuid,
+        rating: MessageRating,
+        comment: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +178,39 @@ pub enum ClientRequestEvent {
     OutcomeRecorded {
         outcome: Outcome,
     },
+    /// Everything needed to explain and reproduce the text: the exact messages, the model, the
+    /// prompt version and the sampling parameters.
+    GenerationRequested {
+        generation_id: Uuid,
+        user_message_id: Uuid,
+        parent_message_id: Option<Uuid>,
+        instruction: Option<String>,
+        messages: Vec<ChatMessage>,
+        model: String,
+        prompt_version: u32,
+        params: SamplingParams,
+    },
+    MessageGenerated {
+        generation_id: Uuid,
+        message_id: Uuid,
+        text: String,
+        model: String,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+        duration_ms: u64,
+        flags: Vec<String>,
+    },
+    GenerationFailed {
+        generation_id: Uuid,
+        error: String,
+        attempt: u32,
+        permanent: bool,
+    },
+    MessageRated {
+        message_id: Uuid,
+        rating: MessageRating,
+        comment: Option<String>,
+    },
 }
 
 impl DomainEvent for ClientRequestEvent {
@@ -99,6 +218,10 @@ impl DomainEvent for ClientRequestEvent {
         match self {
             ClientRequestEvent::ClientRequestCreated { .. } => "ClientRequestCreated",
             ClientRequestEvent::OutcomeRecorded { .. } => "OutcomeRecorded",
+            ClientRequestEvent::GenerationRequested { .. } => "GenerationRequested",
+            ClientRequestEvent::MessageGenerated { .. } => "MessageGenerated",
+            ClientRequestEvent::GenerationFailed { .. } => "GenerationFailed",
+            ClientRequestEvent::MessageRated { .. } => "MessageRated",
         }
         .to_string()
     }
@@ -113,6 +236,42 @@ pub struct ClientRequest {
     pub project_id: Option<Uuid>,
     pub channel_id: Option<Uuid>,
     pub outcome: Option<Outcome>,
+    /// The client's columns and descriptions, for building prompts.
+    pub client_data: Vec<ClientField>,
+    pub client_data_decoding: Vec<ColumnDescription>,
+    pub generations: std::collections::BTreeMap<Uuid, Generation>,
+    /// The thread in the order it happened.
+    pub thread: Vec<ThreadMessage>,
+    pub status: Option<RequestStatus>,
+}
+
+const INSTRUCTION_MAX: usize = 5_000;
+const COMMENT_MAX: usize = 5_000;
+const ERROR_MAX: usize = 2_000;
+
+impl ClientRequest {
+    pub fn status(&self) -> RequestStatus {
+        self.status.unwrap_or(RequestStatus::Initial)
+    }
+
+    /// The messages that produced `message_id` (an offer of this request), for a follow-up.
+    pub fn thread_for(&self, message_id: Uuid) -> Option<(Vec<ChatMessage>, String)> {
+        let offer = self
+            .thread
+            .iter()
+            .find(|m| m.id == message_id && m.from_model)?;
+        let generation = self.generations.get(&offer.generation_id)?;
+        Some((generation.messages.clone(), offer.text.clone()))
+    }
+
+    fn require_created(&self) -> Result<(), DomainError> {
+        if self.project_id.is_none() {
+            return Err(DomainError::NotFound {
+                what: "client request",
+            });
+        }
+        Ok(())
+    }
 }
 
 pub const MAX_COLUMNS: usize = 500;
@@ -263,6 +422,149 @@ impl Aggregate for ClientRequest {
                         .await;
                 }
             }
+            ClientRequestCommand::RequestGeneration {
+                generation_id,
+                user_message_id,
+                parent_message_id,
+                instruction,
+                messages,
+                model,
+                prompt_version,
+                params,
+            } => {
+                self.require_created()?;
+                if self.generations.contains_key(&generation_id) {
+                    return Ok(()); // the same request again
+                }
+                if self.status() == RequestStatus::InProgress {
+                    return Err(DomainError::Rejected(
+                        "an offer for this client is already being generated; wait for it".into(),
+                    ));
+                }
+                params.validate()?;
+                let instruction = instruction
+                    .map(|text| optional_text("instruction", &text, INSTRUCTION_MAX))
+                    .transpose()?
+                    .filter(|text| !text.is_empty());
+                if let Some(parent) = parent_message_id {
+                    if !self.thread.iter().any(|m| m.id == parent && m.from_model) {
+                        return Err(DomainError::invalid(
+                            "parent_message_id",
+                            "is not an offer of this client request",
+                        ));
+                    }
+                    if instruction.is_none() {
+                        return Err(DomainError::invalid(
+                            "instruction",
+                            "a follow-up needs an instruction",
+                        ));
+                    }
+                }
+                if messages.is_empty() || messages.last().map(|m| m.role) != Some(ChatRole::User) {
+                    return Err(DomainError::invalid(
+                        "messages",
+                        "must end with the user's instruction",
+                    ));
+                }
+                sink.write(
+                    ClientRequestEvent::GenerationRequested {
+                        generation_id,
+                        user_message_id,
+                        parent_message_id,
+                        instruction,
+                        messages,
+                        model,
+                        prompt_version,
+                        params,
+                    },
+                    self,
+                )
+                .await;
+            }
+            ClientRequestCommand::CompleteGeneration {
+                generation_id,
+                message_id,
+                text,
+                model,
+                prompt_tokens,
+                completion_tokens,
+                duration_ms,
+                flags,
+            } => {
+                let generation = self
+                    .generations
+                    .get(&generation_id)
+                    .ok_or(DomainError::NotFound { what: "generation" })?;
+                if generation.finished {
+                    return Ok(());
+                }
+                sink.write(
+                    ClientRequestEvent::MessageGenerated {
+                        generation_id,
+                        message_id,
+                        text,
+                        model,
+                        prompt_tokens,
+                        completion_tokens,
+                        duration_ms,
+                        flags,
+                    },
+                    self,
+                )
+                .await;
+            }
+            ClientRequestCommand::FailGeneration {
+                generation_id,
+                error,
+                attempt,
+                permanent,
+            } => {
+                let generation = self
+                    .generations
+                    .get(&generation_id)
+                    .ok_or(DomainError::NotFound { what: "generation" })?;
+                if generation.finished {
+                    return Ok(());
+                }
+                let error: String = error.trim().chars().take(ERROR_MAX).collect();
+                sink.write(
+                    ClientRequestEvent::GenerationFailed {
+                        generation_id,
+                        error,
+                        attempt,
+                        permanent,
+                    },
+                    self,
+                )
+                .await;
+            }
+            ClientRequestCommand::RateMessage {
+                message_id,
+                rating,
+                comment,
+            } => {
+                self.require_created()?;
+                if !self
+                    .thread
+                    .iter()
+                    .any(|m| m.id == message_id && m.from_model)
+                {
+                    return Err(DomainError::NotFound { what: "message" });
+                }
+                let comment = comment
+                    .map(|text| optional_text("comment", &text, COMMENT_MAX))
+                    .transpose()?
+                    .filter(|text| !text.is_empty());
+                sink.write(
+                    ClientRequestEvent::MessageRated {
+                        message_id,
+                        rating,
+                        comment,
+                    },
+                    self,
+                )
+                .await;
+            }
         }
         Ok(())
     }
@@ -272,12 +574,86 @@ impl Aggregate for ClientRequest {
             ClientRequestEvent::ClientRequestCreated {
                 project_id,
                 channel_id,
+                client_data,
+                client_data_decoding,
                 ..
             } => {
                 self.project_id = Some(project_id);
                 self.channel_id = Some(channel_id);
+                self.client_data = client_data;
+                self.client_data_decoding = client_data_decoding;
             }
             ClientRequestEvent::OutcomeRecorded { outcome } => self.outcome = Some(outcome),
+            ClientRequestEvent::GenerationRequested {
+                generation_id,
+                user_message_id,
+                parent_message_id,
+                instruction,
+                messages,
+                ..
+            } => {
+                // What was sent: the follow-up's instruction, or the first prompt without the
+                // persona.
+                let text = instruction.unwrap_or_else(|| {
+                    messages
+                        .iter()
+                        .filter(|m| m.role != ChatRole::System)
+                        .map(|m| m.content.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n\n")
+                });
+                self.thread.push(ThreadMessage {
+                    id: user_message_id,
+                    generation_id,
+                    parent_id: parent_message_id,
+                    from_model: false,
+                    text,
+                });
+                self.generations.insert(
+                    generation_id,
+                    Generation {
+                        messages,
+                        finished: false,
+                    },
+                );
+                self.status = Some(RequestStatus::InProgress);
+            }
+            ClientRequestEvent::MessageGenerated {
+                generation_id,
+                message_id,
+                text,
+                ..
+            } => {
+                let parent_id = self
+                    .thread
+                    .iter()
+                    .find(|m| m.generation_id == generation_id && !m.from_model)
+                    .map(|m| m.id);
+                self.thread.push(ThreadMessage {
+                    id: message_id,
+                    generation_id,
+                    parent_id,
+                    from_model: true,
+                    text,
+                });
+                if let Some(generation) = self.generations.get_mut(&generation_id) {
+                    generation.finished = true;
+                }
+                self.status = Some(RequestStatus::Ok);
+            }
+            ClientRequestEvent::GenerationFailed {
+                generation_id,
+                permanent,
+                ..
+            } => {
+                if permanent {
+                    if let Some(generation) = self.generations.get_mut(&generation_id) {
+                        generation.finished = true;
+                    }
+                    self.status = Some(RequestStatus::Error);
+                }
+            }
+            ClientRequestEvent::MessageRated { .. } => {}
         }
     }
 }
@@ -484,5 +860,217 @@ mod tests {
             assert_eq!(Outcome::parse(outcome.as_str()), Some(outcome));
         }
         assert_eq!(Outcome::parse("bought"), None);
+    }
+
+    const GENERATION: Uuid = Uuid::from_u128(10);
+    const ASKED: Uuid = Uuid::from_u128(11);
+    const OFFER: Uuid = Uuid::from_u128(12);
+
+    fn messages() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new(ChatRole::System, "Ты маркетолог"),
+            ChatMessage::new(ChatRole::User, "Характеристики клиента:\n1. Возраст: 52"),
+            ChatMessage::new(ChatRole::User, "Напиши предложение"),
+        ]
+    }
+
+    fn request_generation(generation_id: Uuid, parent: Option<Uuid>) -> ClientRequestCommand {
+        ClientRequestCommand::RequestGeneration {
+            generation_id,
+            user_message_id: ASKED,
+            parent_message_id: parent,
+            instruction: parent.map(|_| "Короче".to_string()),
+            messages: messages(),
+            model: "SmolLM2-135M-Instruct".into(),
+            prompt_version: 1,
+            params: SamplingParams::default(),
+        }
+    }
+
+    fn requested() -> ClientRequestEvent {
+        ClientRequestEvent::GenerationRequested {
+            generation_id: GENERATION,
+            user_message_id: ASKED,
+            parent_message_id: None,
+            instruction: None,
+            messages: messages(),
+            model: "SmolLM2-135M-Instruct".into(),
+            prompt_version: 1,
+            params: SamplingParams::default(),
+        }
+    }
+
+    fn generated() -> ClientRequestEvent {
+        ClientRequestEvent::MessageGenerated {
+            generation_id: GENERATION,
+            message_id: OFFER,
+            text: "Оформите карту!".into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            prompt_tokens: 40,
+            completion_tokens: 5,
+            duration_ms: 120,
+            flags: vec![],
+        }
+    }
+
+    fn complete() -> ClientRequestCommand {
+        ClientRequestCommand::CompleteGeneration {
+            generation_id: GENERATION,
+            message_id: OFFER,
+            text: "Оформите карту!".into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            prompt_tokens: 40,
+            completion_tokens: 5,
+            duration_ms: 120,
+            flags: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_generation_records_the_exact_messages_model_and_parameters() {
+        RequestTest::with(())
+            .given(vec![created()])
+            .when_async(request_generation(GENERATION, None))
+            .await
+            .then_expect_events(vec![requested()]);
+    }
+
+    #[tokio::test]
+    async fn a_second_result_for_one_generation_is_ignored() {
+        RequestTest::with(())
+            .given(vec![created(), requested()])
+            .when_async(complete())
+            .await
+            .then_expect_events(vec![generated()]);
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(complete())
+            .await
+            .then_expect_events(vec![]);
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(ClientRequestCommand::FailGeneration {
+                generation_id: GENERATION,
+                error: "late".into(),
+                attempt: 3,
+                permanent: true,
+            })
+            .await
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn status_goes_from_initial_through_in_progress_to_ok_or_error() {
+        let mut request = ClientRequest::default();
+        request.apply(created());
+        assert_eq!(request.status(), RequestStatus::Initial);
+        request.apply(requested());
+        assert_eq!(request.status(), RequestStatus::InProgress);
+        request.apply(ClientRequestEvent::GenerationFailed {
+            generation_id: GENERATION,
+            error: "timeout".into(),
+            attempt: 1,
+            permanent: false,
+        });
+        assert_eq!(
+            request.status(),
+            RequestStatus::InProgress,
+            "a retryable failure keeps it in progress"
+        );
+        let mut failed = request.clone();
+        failed.apply(ClientRequestEvent::GenerationFailed {
+            generation_id: GENERATION,
+            error: "prompt too long".into(),
+            attempt: 2,
+            permanent: true,
+        });
+        assert_eq!(failed.status(), RequestStatus::Error);
+        request.apply(generated());
+        assert_eq!(request.status(), RequestStatus::Ok);
+        let thread: Vec<(Uuid, Option<Uuid>, bool)> = request
+            .thread
+            .iter()
+            .map(|m| (m.id, m.parent_id, m.from_model))
+            .collect();
+        assert_eq!(thread, [(ASKED, None, false), (OFFER, Some(ASKED), true)]);
+        assert!(request.thread[0].text.starts_with("Характеристики клиента"));
+    }
+
+    #[tokio::test]
+    async fn one_generation_at_a_time_and_follow_ups_need_an_offer_and_an_instruction() {
+        RequestTest::with(())
+            .given(vec![created(), requested()])
+            .when_async(request_generation(Uuid::from_u128(20), None))
+            .await
+            .then_expect_error(DomainError::Rejected(
+                "an offer for this client is already being generated; wait for it".into(),
+            ));
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(request_generation(Uuid::from_u128(20), Some(ASKED)))
+            .await
+            .then_expect_error(DomainError::invalid(
+                "parent_message_id",
+                "is not an offer of this client request",
+            ));
+        let mut without_instruction = request_generation(Uuid::from_u128(20), Some(OFFER));
+        if let ClientRequestCommand::RequestGeneration { instruction, .. } =
+            &mut without_instruction
+        {
+            *instruction = Some("   ".into());
+        }
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(without_instruction)
+            .await
+            .then_expect_error(DomainError::invalid(
+                "instruction",
+                "a follow-up needs an instruction",
+            ));
+        RequestTest::with(())
+            .given_no_previous_events()
+            .when_async(request_generation(GENERATION, None))
+            .await
+            .then_expect_error(DomainError::NotFound {
+                what: "client request",
+            });
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_sees_the_thread_that_made_its_parent() {
+        let mut request = ClientRequest::default();
+        for event in [created(), requested(), generated()] {
+            request.apply(event);
+        }
+        let (thread, offer) = request.thread_for(OFFER).expect("an offer");
+        assert_eq!(thread, messages());
+        assert_eq!(offer, "Оформите карту!");
+        assert!(request.thread_for(ASKED).is_none(), "not an offer");
+    }
+
+    #[tokio::test]
+    async fn only_offers_are_rated_and_comments_are_trimmed() {
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(ClientRequestCommand::RateMessage {
+                message_id: OFFER,
+                rating: MessageRating::Revision,
+                comment: Some("  слишком длинно ".into()),
+            })
+            .await
+            .then_expect_events(vec![ClientRequestEvent::MessageRated {
+                message_id: OFFER,
+                rating: MessageRating::Revision,
+                comment: Some("слишком длинно".into()),
+            }]);
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(ClientRequestCommand::RateMessage {
+                message_id: ASKED,
+                rating: MessageRating::Ok,
+                comment: None,
+            })
+            .await
+            .then_expect_error(DomainError::NotFound { what: "message" });
     }
 }

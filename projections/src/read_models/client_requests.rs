@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::client_request::{ClientField, ClientRequestEvent};
+use domain::client_request::{ClientField, ClientRequestEvent, MessageRating};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -111,7 +111,7 @@ impl Projection for ClientRequestsProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["client_requests"]
+        &["client_requests", "client_request_messages"]
     }
 
     async fn apply_batch(
@@ -156,6 +156,13 @@ impl Projection for ClientRequestsProjection {
                         .latest
                         .insert(id, (outcome.as_str(), event.recorded_at));
                 }
+                // Generations are few beside creations and outcomes: one statement each, after
+                // the runs before them.
+                other => {
+                    created.flush(db).await?;
+                    outcomes.flush(db).await?;
+                    apply_generation_event(db, id, event, other).await?;
+                }
             }
         }
         created.flush(db).await?;
@@ -164,5 +171,143 @@ impl Projection for ClientRequestsProjection {
 
     async fn apply(&self, db: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()> {
         self.apply_batch(db, &[event]).await
+    }
+}
+
+fn rating_name(rating: MessageRating) -> &'static str {
+    match rating {
+        MessageRating::Ok => "ok",
+        MessageRating::Error => "error",
+        MessageRating::Revision => "revision",
+        MessageRating::Undefined => "undefined",
+    }
+}
+
+async fn set_status(
+    db: &mut PgConnection,
+    request: Uuid,
+    status: &str,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE client_requests SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(request)
+    .bind(status)
+    .bind(reason)
+    .bind(at)
+    .execute(db)
+    .await
+    .with_context(|| format!("setting client request {request} to {status}"))?;
+    Ok(())
+}
+
+async fn apply_generation_event(
+    db: &mut PgConnection,
+    request: Uuid,
+    stored: &StoredEvent,
+    event: ClientRequestEvent,
+) -> anyhow::Result<()> {
+    let at = stored.recorded_at;
+    match event {
+        ClientRequestEvent::GenerationRequested {
+            generation_id,
+            user_message_id,
+            parent_message_id,
+            instruction,
+            messages,
+            model,
+            prompt_version,
+            ..
+        } => {
+            let text = instruction.unwrap_or_else(|| {
+                messages
+                    .iter()
+                    .filter(|m| m.role != domain::chat::ChatRole::System)
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n\n")
+            });
+            sqlx::query(
+                "INSERT INTO client_request_messages (id, request_id, generation_id, parent_id, message_type, text,
+                                                      model, prompt_version, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 'user', $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(user_message_id)
+            .bind(request)
+            .bind(generation_id)
+            .bind(parent_message_id)
+            .bind(text)
+            .bind(model)
+            .bind(prompt_version as i32)
+            .bind(at)
+            .execute(&mut *db)
+            .await
+            .context("recording a generation request")?;
+            set_status(db, request, "in_progress", None, at).await
+        }
+        ClientRequestEvent::MessageGenerated {
+            generation_id,
+            message_id,
+            text,
+            model,
+            prompt_tokens,
+            completion_tokens,
+            duration_ms,
+            flags,
+        } => {
+            sqlx::query(
+                "INSERT INTO client_request_messages (id, request_id, generation_id, parent_id, message_type, text,
+                                                      flags, model, prompt_version, prompt_tokens, completion_tokens,
+                                                      duration_ms, created_at, updated_at)
+                 SELECT $1, $2, $3, asked.id, 'system', $4, $5, $6, asked.prompt_version, $7, $8, $9, $10, $10
+                   FROM (SELECT NULL) AS one
+                   LEFT JOIN client_request_messages asked
+                          ON asked.generation_id = $3 AND asked.message_type = 'user'
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(message_id)
+            .bind(request)
+            .bind(generation_id)
+            .bind(text)
+            .bind(serde_json::to_value(&flags)?)
+            .bind(model)
+            .bind(prompt_tokens as i32)
+            .bind(completion_tokens as i32)
+            .bind(duration_ms as i64)
+            .bind(at)
+            .execute(&mut *db)
+            .await
+            .context("recording a generated offer")?;
+            set_status(db, request, "ok", None, at).await
+        }
+        ClientRequestEvent::GenerationFailed {
+            error, permanent, ..
+        } => {
+            if permanent {
+                set_status(db, request, "error", Some(&error), at).await?;
+            }
+            Ok(())
+        }
+        ClientRequestEvent::MessageRated {
+            message_id,
+            rating,
+            comment,
+        } => {
+            sqlx::query(
+                "UPDATE client_request_messages SET rating = $2, rating_comment = $3, updated_at = $4 WHERE id = $1",
+            )
+            .bind(message_id)
+            .bind(rating_name(rating))
+            .bind(comment)
+            .bind(at)
+            .execute(db)
+            .await
+            .context("recording a rating")?;
+            Ok(())
+        }
+        ClientRequestEvent::ClientRequestCreated { .. }
+        | ClientRequestEvent::OutcomeRecorded { .. } => Ok(()),
     }
 }
