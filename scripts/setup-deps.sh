@@ -7,7 +7,9 @@
 # OFFERFLOW_SKIP_NEXTEST_INSTALL=1 also skips installing cargo-nextest (e.g. offline).
 #
 # Checks: PostgreSQL server binaries (initdb, pg_ctl, postgres — package `postgresql`), a C
-# toolchain (`build-essential`), `pkg-config`, `curl`, `ca-certificates`, cargo, cargo-nextest.
+# toolchain (`build-essential`), `pkg-config`, `curl`, `ca-certificates`, cargo, cargo-nextest,
+# and what the inference worker's llama.cpp build needs: `cmake`, `clang` and `libclang-dev`
+# (bindgen loads libclang.so to generate the C bindings).
 set -euo pipefail
 
 with_nextest=1
@@ -36,12 +38,30 @@ have_pg_server() {
   have initdb && have pg_ctl
 }
 
+# bindgen (llama-cpp-sys-2's build script) needs the unversioned libclang.so, which only the
+# -dev package ships; LIBCLANG_PATH points bindgen elsewhere.
+have_libclang() {
+  local f
+  if [ -n "${LIBCLANG_PATH:-}" ]; then
+    for f in "$LIBCLANG_PATH"/libclang.so "$LIBCLANG_PATH"/libclang-*.so; do
+      [ -e "$f" ] && return 0
+    done
+  fi
+  for f in /usr/lib/llvm-*/lib/libclang.so /usr/lib/*/libclang.so /usr/lib/libclang.so; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
+
 missing=()
 have_pg_server || missing+=(postgresql)
 { have cc && have make; } || missing+=(build-essential)
 have pkg-config || missing+=(pkg-config)
 have curl || missing+=(curl)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+have cmake || missing+=(cmake)
+have clang || missing+=(clang)
+have_libclang || missing+=(libclang-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! have apt-get; then

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs Offerflow's whole test suite: ./scripts/test.sh [extra test-runner args…]
 #
-# Installs missing dependencies (scripts/setup-deps.sh), starts a throwaway PostgreSQL cluster
-# (scripts/test-cluster.sh; exports OFFERFLOW_TEST_DATABASE_URL, removed again on exit), then runs
-# `cargo nextest run --workspace --no-fail-fast`, or `cargo test --workspace --no-fail-fast` when
-# cargo-nextest is unavailable. Extra arguments go to the test runner. Exit status: the runner's.
+# Installs missing dependencies (scripts/setup-deps.sh), fetches the default generation model
+# (scripts/fetch-model.sh; exports OFFERFLOW_MODEL unless it is set), starts a throwaway
+# PostgreSQL cluster (scripts/test-cluster.sh; exports OFFERFLOW_TEST_DATABASE_URL, removed again
+# on exit), then runs `cargo nextest run --workspace --no-fail-fast`, or
+# `cargo test --workspace --no-fail-fast` when cargo-nextest is unavailable. Extra arguments go to
+# the test runner. Exit status: the runner's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +18,11 @@ if ! command -v cargo >/dev/null 2>&1 && [ -d "${CARGO_HOME:-${HOME:-}/.cargo}/b
 fi
 
 bash ./scripts/setup-deps.sh
+# The inference worker's tests run the real model and fail without it.
+if [ -z "${OFFERFLOW_MODEL:-}" ]; then
+  OFFERFLOW_MODEL=$(bash ./scripts/fetch-model.sh | tail -n1)
+  export OFFERFLOW_MODEL
+fi
 # shellcheck source=scripts/test-cluster.sh
 source ./scripts/test-cluster.sh
 
