@@ -105,8 +105,8 @@ impl LlamaConfig {
 
 /// A `TextGenerator` running a GGUF model with llama.cpp on a thread of its own.
 ///
-/// Only one may exist per process: llama.cpp's backend is process-wide, and a second
-/// generator would compete with the first for the same cores anyway.
+/// Load one per process and share it: llama.cpp's backend is process-wide, and a second
+/// generator would load the model again and compete with the first for the same cores.
 pub struct LlamaGenerator {
     model_name: String,
     jobs: mpsc::Sender<Job>,

@@ -119,28 +119,49 @@ async fn a_batch_of_russian_offer_prompts_gives_a_text_for_each() {
     }
 }
 
+/// Makes every slot of the generator forget the prompt it cached, so that the next input's
+/// prompt is decoded from its start. Assumes the default 4 parallel sequences.
+async fn forget_cached_prompts() {
+    let fillers = (0..4)
+        .map(|i| GenerationInput {
+            messages: vec![ChatMessage::new(ChatRole::User, format!("{i}"))],
+            params: SamplingParams {
+                max_tokens: 1,
+                ..SamplingParams::default()
+            },
+        })
+        .collect();
+    for result in generator().generate(fillers).await {
+        ok(&result);
+    }
+}
+
 #[tokio::test]
 async fn the_same_seed_and_input_give_the_same_text_alone_and_in_a_batch() {
+    // Alone means alone: no other test's input may share these batches.
+    let _exclusive = EXCLUSIVE.write().await;
+
     // A client description long enough that prompt plus answer pass 256 tokens, where
     // llama.cpp's attention kernels start to differ by batch shape.
     let history = "Последние покупки: продукты в супермаркете, такси, кафе, аптека, \
                    бензин, онлайн-кинотеатр, билеты на поезд, книги, спортивный зал. "
-        .repeat(6);
+        .repeat(3);
     let long = offer(&format!("Олег, 41 год, инженер. {history}"), 7);
     // A high temperature turns the smallest difference in the logits into another token.
     let mut hot = offer("Светлана, 29 лет, дизайнер, копит на квартиру", 99);
     hot.params.temperature = 1.2;
+    // Shares no prefix with anything else here, so its whole prompt is decoded beside others.
+    let mut own_system = offer(&format!("Мария, 23 года, студентка. {history}"), 21);
+    own_system.messages[0].content = format!("Ты пишешь письма клиентам банка. {SYSTEM}");
     let mut greedy = offer("Кирилл, 33 года, программист", 11);
     greedy.params.temperature = 0.0;
-    let probes = [long, hot, greedy];
+    let probes = [long, hot, own_system, greedy];
 
     let mut alone = Vec::new();
-    {
-        let _alone = EXCLUSIVE.write().await;
-        for probe in &probes {
-            let mut result = generator().generate(vec![probe.clone()]).await;
-            alone.push(ok(&result.remove(0)).clone());
-        }
+    for probe in &probes {
+        forget_cached_prompts().await;
+        let mut result = generator().generate(vec![probe.clone()]).await;
+        alone.push(ok(&result.remove(0)).clone());
     }
     assert!(
         alone[0].prompt_tokens + alone[0].completion_tokens > 256,
@@ -148,27 +169,30 @@ async fn the_same_seed_and_input_give_the_same_text_alone_and_in_a_batch() {
         alone[0]
     );
 
-    let _shared = EXCLUSIVE.read().await;
-    // Batch-mates of other lengths and seeds, one with a different system message (no shared
-    // prefix), the others sharing the probes' system message and so their cached prefix.
+    // Batch-mates of other lengths, seeds and max_tokens, one with a different system message,
+    // the others sharing the first probes' system message and so their cached prefix. The
+    // mates fill every slot first, so the probes start one by one while the others are
+    // generating: their prompts are then decoded in the same steps as others' new tokens.
+    forget_cached_prompts().await;
     let mut stranger = offer("Павел, 60 лет", 5);
     stranger.messages[0].content = "Отвечай кратко.".into();
-    let together = generator()
-        .generate(vec![
-            offer("Ирина, 38 лет, врач", 3),
-            probes[0].clone(),
-            stranger,
-            probes[1].clone(),
-            offer("Дмитрий, 19 лет, играет в видеоигры", 4),
-            probes[2].clone(),
-        ])
-        .await;
-    assert_eq!(together.len(), 6);
+    let mut inputs = vec![
+        offer("Ирина, 38 лет, врач", 3),
+        stranger,
+        offer("Дмитрий, 19 лет, играет в видеоигры", 4),
+        offer("Алексей, 47 лет, фермер", 6),
+    ];
+    for (mate, max_tokens) in inputs.iter_mut().zip([6, 10, 14, 18]) {
+        mate.params.max_tokens = max_tokens;
+    }
+    inputs.extend(probes.iter().cloned());
+    let together = generator().generate(inputs).await;
+    assert_eq!(together.len(), 8);
     for result in &together {
-        assert_usable(ok(result), MAX_TOKENS);
+        assert!(ok(result).completion_tokens > 0, "{result:?}");
     }
 
-    for (alone, index) in alone.iter().zip([1, 3, 5]) {
+    for (alone, index) in alone.iter().zip(4..) {
         let together = ok(&together[index]);
         assert_eq!(
             together.text, alone.text,
