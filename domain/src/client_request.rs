@@ -72,6 +72,31 @@ pub enum MessageRating {
     Undefined,
 }
 
+impl MessageRating {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageRating::Ok => "ok",
+            MessageRating::Error => "error",
+            MessageRating::Revision => "revision",
+            MessageRating::Undefined => "undefined",
+        }
+    }
+}
+
+/// The `user` message of a generation's thread: the follow-up's instruction, or the first
+/// prompt without the persona. The aggregate and the read model show the same text.
+pub fn sent_text(instruction: Option<&str>, messages: &[ChatMessage]) -> String {
+    match instruction {
+        Some(instruction) => instruction.to_string(),
+        None => messages
+            .iter()
+            .filter(|m| m.role != ChatRole::System)
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    }
+}
+
 /// Where a client request stands with its offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -592,16 +617,7 @@ impl Aggregate for ClientRequest {
                 messages,
                 ..
             } => {
-                // What was sent: the follow-up's instruction, or the first prompt without the
-                // persona.
-                let text = instruction.unwrap_or_else(|| {
-                    messages
-                        .iter()
-                        .filter(|m| m.role != ChatRole::System)
-                        .map(|m| m.content.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n\n")
-                });
+                let text = sent_text(instruction.as_deref(), &messages);
                 self.thread.push(ThreadMessage {
                     id: user_message_id,
                     generation_id,

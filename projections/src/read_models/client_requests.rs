@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use domain::client_request::{ClientField, ClientRequestEvent, MessageRating};
+use domain::client_request::{sent_text, ClientField, ClientRequestEvent, RequestStatus};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -174,19 +174,10 @@ impl Projection for ClientRequestsProjection {
     }
 }
 
-fn rating_name(rating: MessageRating) -> &'static str {
-    match rating {
-        MessageRating::Ok => "ok",
-        MessageRating::Error => "error",
-        MessageRating::Revision => "revision",
-        MessageRating::Undefined => "undefined",
-    }
-}
-
 async fn set_status(
     db: &mut PgConnection,
     request: Uuid,
-    status: &str,
+    status: RequestStatus,
     reason: Option<&str>,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -194,12 +185,12 @@ async fn set_status(
         "UPDATE client_requests SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1",
     )
     .bind(request)
-    .bind(status)
+    .bind(status.as_str())
     .bind(reason)
     .bind(at)
     .execute(db)
     .await
-    .with_context(|| format!("setting client request {request} to {status}"))?;
+    .with_context(|| format!("setting client request {request} to {}", status.as_str()))?;
     Ok(())
 }
 
@@ -221,14 +212,7 @@ async fn apply_generation_event(
             prompt_version,
             ..
         } => {
-            let text = instruction.unwrap_or_else(|| {
-                messages
-                    .iter()
-                    .filter(|m| m.role != domain::chat::ChatRole::System)
-                    .map(|m| m.content.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n\n")
-            });
+            let text = sent_text(instruction.as_deref(), &messages);
             sqlx::query(
                 "INSERT INTO client_request_messages (id, request_id, generation_id, parent_id, message_type, text,
                                                       model, prompt_version, created_at, updated_at)
@@ -245,7 +229,7 @@ async fn apply_generation_event(
             .execute(&mut *db)
             .await
             .context("recording a generation request")?;
-            set_status(db, request, "in_progress", None, at).await
+            set_status(db, request, RequestStatus::InProgress, None, at).await
         }
         ClientRequestEvent::MessageGenerated {
             generation_id,
@@ -280,13 +264,13 @@ async fn apply_generation_event(
             .execute(&mut *db)
             .await
             .context("recording a generated offer")?;
-            set_status(db, request, "ok", None, at).await
+            set_status(db, request, RequestStatus::Ok, None, at).await
         }
         ClientRequestEvent::GenerationFailed {
             error, permanent, ..
         } => {
             if permanent {
-                set_status(db, request, "error", Some(&error), at).await?;
+                set_status(db, request, RequestStatus::Error, Some(&error), at).await?;
             }
             Ok(())
         }
@@ -299,7 +283,7 @@ async fn apply_generation_event(
                 "UPDATE client_request_messages SET rating = $2, rating_comment = $3, updated_at = $4 WHERE id = $1",
             )
             .bind(message_id)
-            .bind(rating_name(rating))
+            .bind(rating.as_str())
             .bind(comment)
             .bind(at)
             .execute(db)
