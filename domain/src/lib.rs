@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod chat;
 pub mod client_request;
 mod error;
+pub mod guardrails;
 pub mod ids;
 pub mod metadata;
 pub mod project;
