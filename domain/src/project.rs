@@ -1,5 +1,6 @@
-//! A marketing project: one product, a team with roles, and the sales channels it works in,
-//! each with a numbered history of prompt versions.
+//! A marketing project: one product, a team with roles, the sales channels it works in (each
+//! with a numbered history of prompt versions and a length limit), and the phrases its offers
+//! must not use.
 use std::collections::BTreeMap;
 
 use cqrs_es::event_sink::EventSink;
@@ -7,6 +8,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::guardrails::{default_max_chars, phrase_key, ChannelRules};
 use crate::prompt::initial_channel_prompt;
 use crate::validate::{optional_text, required_text};
 use crate::{Caller, DomainError, Role};
@@ -15,6 +17,8 @@ use crate::{Caller, DomainError, Role};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogFacts {
     pub id: Uuid,
+    /// The catalog key (`SMS`); a channel's default length limit depends on it.
+    pub key: String,
     pub description: String,
     pub archived: bool,
 }
@@ -68,6 +72,17 @@ pub enum ProjectCommand {
         channel_id: Uuid,
         by: Caller,
     },
+    /// `None` removes the limit.
+    ChangeChannelMaxLength {
+        channel_id: Uuid,
+        max_chars: Option<u32>,
+        by: Caller,
+    },
+    /// Replaces the whole list.
+    ChangeBannedPhrases {
+        phrases: Vec<String>,
+        by: Caller,
+    },
     Archive {
         by: Caller,
     },
@@ -98,10 +113,14 @@ pub enum ProjectEvent {
     MemberRemoved {
         user_id: Uuid,
     },
+    /// `max_chars`: the length limit the channel starts with (the catalog channel's default);
+    /// absent from events written before limits existed, which read as no limit.
     ChannelAttached {
         channel_id: Uuid,
         prompt: String,
         prompt_version: u32,
+        #[serde(default)]
+        max_chars: Option<u32>,
     },
     ChannelPromptChanged {
         channel_id: Uuid,
@@ -110,6 +129,15 @@ pub enum ProjectEvent {
     },
     ChannelDetached {
         channel_id: Uuid,
+    },
+    /// `None`: no limit.
+    ChannelMaxLengthChanged {
+        channel_id: Uuid,
+        max_chars: Option<u32>,
+    },
+    /// The whole list, in the manager's order.
+    BannedPhrasesChanged {
+        phrases: Vec<String>,
     },
     ProjectArchived,
 }
@@ -126,6 +154,8 @@ impl DomainEvent for ProjectEvent {
             ProjectEvent::ChannelAttached { .. } => "ChannelAttached",
             ProjectEvent::ChannelPromptChanged { .. } => "ChannelPromptChanged",
             ProjectEvent::ChannelDetached { .. } => "ChannelDetached",
+            ProjectEvent::ChannelMaxLengthChanged { .. } => "ChannelMaxLengthChanged",
+            ProjectEvent::BannedPhrasesChanged { .. } => "BannedPhrasesChanged",
             ProjectEvent::ProjectArchived => "ProjectArchived",
         }
         .to_string()
@@ -142,6 +172,9 @@ pub struct ProjectChannel {
     pub prompt: String,
     /// The newest prompt version ever given to this channel; versions are never reused.
     pub prompt_version: u32,
+    /// The length limit in force, in characters; `None` for none.
+    #[serde(default)]
+    pub max_chars: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,11 +186,18 @@ pub struct Project {
     pub description: String,
     pub members: BTreeMap<Uuid, Role>,
     pub channels: BTreeMap<Uuid, ProjectChannel>,
+    /// Phrases the project's offers must not contain, in the manager's order.
+    #[serde(default)]
+    pub banned_phrases: Vec<String>,
 }
 
 const NAME_MAX: usize = 200;
 const DESCRIPTION_MAX: usize = 20_000;
 const PROMPT_MAX: usize = 20_000;
+/// The largest length limit a channel may have; longer texts are not one offer.
+pub const MAX_CHARS_CEILING: u32 = 10_000;
+pub const BANNED_PHRASE_MAX_CHARS: usize = 200;
+pub const BANNED_PHRASES_MAX: usize = 200;
 
 impl Project {
     /// What the caller may do here: admins act as managers everywhere; anyone else who is not a
@@ -202,6 +242,15 @@ impl Project {
             .values()
             .filter(|r| **r == Role::Manager)
             .count()
+    }
+
+    /// What offers for this channel are checked against. A detached channel keeps its rules, so
+    /// a generation already under way when it was detached is still reviewed.
+    pub fn channel_rules(&self, channel_id: Uuid) -> Option<ChannelRules> {
+        self.channels.get(&channel_id).map(|channel| ChannelRules {
+            max_chars: channel.max_chars,
+            banned_phrases: self.banned_phrases.clone(),
+        })
     }
 
     fn attached_channel(&self, channel_id: Uuid) -> Result<&ProjectChannel, DomainError> {
@@ -359,11 +408,14 @@ impl Aggregate for Project {
                         &product.description,
                         &channel.description,
                     );
+                    // Re-attached channels start afresh, like their prompt: a limit set for an
+                    // earlier attachment is in the log, not carried over.
                     sink.write(
                         ProjectEvent::ChannelAttached {
                             channel_id: channel.id,
                             prompt,
                             prompt_version,
+                            max_chars: default_max_chars(&channel.key),
                         },
                         self,
                     )
@@ -397,6 +449,38 @@ impl Aggregate for Project {
                 self.attached_channel(channel_id)?;
                 sink.write(ProjectEvent::ChannelDetached { channel_id }, self)
                     .await;
+            }
+            ProjectCommand::ChangeChannelMaxLength {
+                channel_id,
+                max_chars,
+                by,
+            } => {
+                self.authorize_change(&by, Role::Manager)?;
+                let channel = self.attached_channel(channel_id)?;
+                if max_chars.is_some_and(|m| !(1..=MAX_CHARS_CEILING).contains(&m)) {
+                    return Err(DomainError::invalid(
+                        "max_chars",
+                        format!("must be between 1 and {MAX_CHARS_CEILING}, or null for no limit"),
+                    ));
+                }
+                if max_chars != channel.max_chars {
+                    sink.write(
+                        ProjectEvent::ChannelMaxLengthChanged {
+                            channel_id,
+                            max_chars,
+                        },
+                        self,
+                    )
+                    .await;
+                }
+            }
+            ProjectCommand::ChangeBannedPhrases { phrases, by } => {
+                self.authorize_change(&by, Role::Manager)?;
+                let phrases = clean_phrases(&phrases)?;
+                if phrases != self.banned_phrases {
+                    sink.write(ProjectEvent::BannedPhrasesChanged { phrases }, self)
+                        .await;
+                }
             }
             ProjectCommand::Archive { by } => {
                 self.authorize(&by, Role::Manager)?;
@@ -435,11 +519,7 @@ impl Aggregate for Project {
                 channel_id,
                 prompt,
                 prompt_version,
-            }
-            | ProjectEvent::ChannelPromptChanged {
-                channel_id,
-                prompt,
-                prompt_version,
+                max_chars,
             } => {
                 self.channels.insert(
                     channel_id,
@@ -447,9 +527,29 @@ impl Aggregate for Project {
                         attached: true,
                         prompt,
                         prompt_version,
+                        max_chars,
                     },
                 );
             }
+            ProjectEvent::ChannelPromptChanged {
+                channel_id,
+                prompt,
+                prompt_version,
+            } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.prompt = prompt;
+                    channel.prompt_version = prompt_version;
+                }
+            }
+            ProjectEvent::ChannelMaxLengthChanged {
+                channel_id,
+                max_chars,
+            } => {
+                if let Some(channel) = self.channels.get_mut(&channel_id) {
+                    channel.max_chars = max_chars;
+                }
+            }
+            ProjectEvent::BannedPhrasesChanged { phrases } => self.banned_phrases = phrases,
             ProjectEvent::ChannelDetached { channel_id } => {
                 if let Some(channel) = self.channels.get_mut(&channel_id) {
                     channel.attached = false;
@@ -458,6 +558,27 @@ impl Aggregate for Project {
             ProjectEvent::ProjectArchived => self.archived = true,
         }
     }
+}
+
+/// Trimmed, inner white space as single spaces, and only the first of phrases that match alike
+/// (case, `ё`/`е` and spacing aside), so the list says what is checked.
+fn clean_phrases(phrases: &[String]) -> Result<Vec<String>, DomainError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut cleaned = Vec::new();
+    for (i, phrase) in phrases.iter().enumerate() {
+        let phrase = required_text(&format!("phrases[{i}]"), phrase, BANNED_PHRASE_MAX_CHARS)?;
+        let phrase = phrase.split_whitespace().collect::<Vec<_>>().join(" ");
+        if seen.insert(phrase_key(&phrase)) {
+            cleaned.push(phrase);
+        }
+    }
+    if cleaned.len() > BANNED_PHRASES_MAX {
+        return Err(DomainError::invalid(
+            "phrases",
+            format!("at most {BANNED_PHRASES_MAX} different phrases"),
+        ));
+    }
+    Ok(cleaned)
 }
 
 #[cfg(test)]
@@ -491,6 +612,7 @@ mod tests {
     fn product() -> CatalogFacts {
         CatalogFacts {
             id: PRODUCT,
+            key: "CC".into(),
             description: "Кредитная карта".into(),
             archived: false,
         }
@@ -499,6 +621,7 @@ mod tests {
     fn channel(id: Uuid) -> CatalogFacts {
         CatalogFacts {
             id,
+            key: if id == SMS { "SMS" } else { "EMAIL" }.into(),
             description: format!("канал {id}"),
             archived: false,
         }
@@ -528,6 +651,7 @@ mod tests {
             channel_id: SMS,
             prompt: initial_channel_prompt("Акция", "Кредитная карта", &channel(SMS).description),
             prompt_version: 1,
+            max_chars: Some(160),
         }
     }
 
@@ -874,6 +998,7 @@ mod tests {
                 channel_id: EMAIL,
                 prompt: email_prompt,
                 prompt_version: 1,
+                max_chars: None,
             }],
         )
         .await;
@@ -1012,8 +1137,309 @@ mod tests {
                 channel_id: SMS,
                 prompt,
                 prompt_version: 2,
+                max_chars: Some(160),
             }],
         )
         .await;
+    }
+
+    fn max_length(channel_id: Uuid, max_chars: Option<u32>, by: Caller) -> ProjectCommand {
+        ProjectCommand::ChangeChannelMaxLength {
+            channel_id,
+            max_chars,
+            by,
+        }
+    }
+
+    fn banned(phrases: &[&str], by: Caller) -> ProjectCommand {
+        ProjectCommand::ChangeBannedPhrases {
+            phrases: phrases.iter().map(|p| p.to_string()).collect(),
+            by,
+        }
+    }
+
+    #[test]
+    fn a_channel_starts_with_its_catalog_length_limit() {
+        let mut given = vec![created()];
+        given.push(sms_attached());
+        let project = replay(&given);
+        assert_eq!(project.channels[&SMS].max_chars, Some(160));
+        assert_eq!(
+            project.channel_rules(SMS),
+            Some(ChannelRules {
+                max_chars: Some(160),
+                banned_phrases: vec![],
+            })
+        );
+        assert_eq!(project.channel_rules(EMAIL), None);
+    }
+
+    #[tokio::test]
+    async fn managers_change_a_channels_length_limit() {
+        let given = || vec![created(), sms_attached()];
+        expect(
+            given(),
+            max_length(SMS, Some(70), caller(MANAGER)),
+            vec![ProjectEvent::ChannelMaxLengthChanged {
+                channel_id: SMS,
+                max_chars: Some(70),
+            }],
+        )
+        .await;
+        expect(
+            given(),
+            max_length(SMS, None, admin()),
+            vec![ProjectEvent::ChannelMaxLengthChanged {
+                channel_id: SMS,
+                max_chars: None,
+            }],
+        )
+        .await;
+        expect(given(), max_length(SMS, Some(160), caller(MANAGER)), vec![]).await;
+        for wrong in [0, MAX_CHARS_CEILING + 1] {
+            expect_err(
+                given(),
+                max_length(SMS, Some(wrong), caller(MANAGER)),
+                DomainError::invalid(
+                    "max_chars",
+                    "must be between 1 and 10000, or null for no limit",
+                ),
+            )
+            .await;
+        }
+        expect(
+            given(),
+            max_length(SMS, Some(MAX_CHARS_CEILING), caller(MANAGER)),
+            vec![ProjectEvent::ChannelMaxLengthChanged {
+                channel_id: SMS,
+                max_chars: Some(MAX_CHARS_CEILING),
+            }],
+        )
+        .await;
+        expect_err(
+            given(),
+            max_length(EMAIL, Some(500), caller(MANAGER)),
+            DomainError::ChannelNotAttached,
+        )
+        .await;
+        let mut detached = given();
+        detached.push(ProjectEvent::ChannelDetached { channel_id: SMS });
+        expect_err(
+            detached,
+            max_length(SMS, Some(70), caller(MANAGER)),
+            DomainError::ChannelNotAttached,
+        )
+        .await;
+        let mut with_performer = with_performer();
+        with_performer.push(sms_attached());
+        expect_err(
+            with_performer.clone(),
+            max_length(SMS, Some(70), caller(PERFORMER)),
+            DomainError::ManagerRequired,
+        )
+        .await;
+        expect_err(
+            with_performer,
+            max_length(SMS, Some(70), caller(OUTSIDER)),
+            DomainError::NotFound { what: "project" },
+        )
+        .await;
+        let mut archived = given();
+        archived.push(ProjectEvent::ProjectArchived);
+        expect_err(
+            archived,
+            max_length(SMS, Some(70), caller(MANAGER)),
+            DomainError::Archived { what: "project" },
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_changed_limit_survives_prompt_changes_but_not_a_reattachment() {
+        let mut given = vec![
+            created(),
+            sms_attached(),
+            ProjectEvent::ChannelMaxLengthChanged {
+                channel_id: SMS,
+                max_chars: Some(70),
+            },
+            ProjectEvent::ChannelPromptChanged {
+                channel_id: SMS,
+                prompt: "Коротко".into(),
+                prompt_version: 2,
+            },
+        ];
+        assert_eq!(replay(&given).channels[&SMS].max_chars, Some(70));
+        given.push(ProjectEvent::ChannelDetached { channel_id: SMS });
+        assert_eq!(
+            replay(&given).channel_rules(SMS).and_then(|r| r.max_chars),
+            Some(70),
+            "a detached channel keeps its rules for generations under way"
+        );
+        let prompt = match sms_attached() {
+            ProjectEvent::ChannelAttached { prompt, .. } => prompt,
+            _ => unreachable!(),
+        };
+        expect(
+            given,
+            ProjectCommand::AttachChannels {
+                channels: vec![channel(SMS)],
+                product: product(),
+                by: caller(MANAGER),
+            },
+            vec![ProjectEvent::ChannelAttached {
+                channel_id: SMS,
+                prompt,
+                prompt_version: 3,
+                max_chars: Some(160),
+            }],
+        )
+        .await;
+    }
+
+    #[test]
+    fn events_written_before_length_limits_still_load() {
+        let old = serde_json::json!({"ChannelAttached": {
+            "channel_id": SMS, "prompt": "Промпт", "prompt_version": 1
+        }});
+        let event: ProjectEvent = serde_json::from_value(old).expect("an old event loads");
+        assert_eq!(
+            event,
+            ProjectEvent::ChannelAttached {
+                channel_id: SMS,
+                prompt: "Промпт".into(),
+                prompt_version: 1,
+                max_chars: None,
+            }
+        );
+        let old_project = serde_json::json!({
+            "created": true, "archived": false, "product_id": PRODUCT, "name": "Осень",
+            "description": "", "members": {}, "channels": {
+                SMS.to_string(): {"attached": true, "prompt": "Промпт", "prompt_version": 1}
+            }
+        });
+        let project: Project = serde_json::from_value(old_project).expect("an old project loads");
+        assert_eq!(project.channels[&SMS].max_chars, None);
+        assert!(project.banned_phrases.is_empty());
+    }
+
+    #[tokio::test]
+    async fn managers_set_banned_phrases_cleaned_and_deduplicated() {
+        expect(
+            vec![created()],
+            banned(
+                &[
+                    "  Гарантированное   одобрение ",
+                    "без справок",
+                    "ГАРАНТИРОВАННОЕ ОДОБРЕНИЕ",
+                    "ещё",
+                    "еще",
+                ],
+                caller(MANAGER),
+            ),
+            vec![ProjectEvent::BannedPhrasesChanged {
+                phrases: vec![
+                    "Гарантированное одобрение".into(),
+                    "без справок".into(),
+                    "ещё".into(),
+                ],
+            }],
+        )
+        .await;
+        let set = ProjectEvent::BannedPhrasesChanged {
+            phrases: vec!["без справок".into()],
+        };
+        expect(
+            vec![created(), set.clone()],
+            banned(&[" без справок"], caller(MANAGER)),
+            vec![],
+        )
+        .await;
+        expect(
+            vec![created(), set.clone()],
+            banned(&[], admin()),
+            vec![ProjectEvent::BannedPhrasesChanged { phrases: vec![] }],
+        )
+        .await;
+        let project = replay(&[created(), sms_attached(), set]);
+        assert_eq!(
+            project.channel_rules(SMS),
+            Some(ChannelRules {
+                max_chars: Some(160),
+                banned_phrases: vec!["без справок".into()],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn banned_phrases_are_validated_one_by_one() {
+        expect_err(
+            vec![created()],
+            banned(&["ok", "гарантия", " \t", "x"], caller(MANAGER)),
+            DomainError::invalid("phrases[2]", "must not be empty"),
+        )
+        .await;
+        let long = "я".repeat(BANNED_PHRASE_MAX_CHARS + 1);
+        expect_err(
+            vec![created()],
+            banned(&["ok", &long], caller(MANAGER)),
+            DomainError::invalid("phrases[1]", "must be at most 200 characters"),
+        )
+        .await;
+        expect_err(
+            vec![created()],
+            banned(&["a\u{0}b"], caller(MANAGER)),
+            DomainError::invalid("phrases[0]", "must not contain control characters"),
+        )
+        .await;
+        let many: Vec<String> = (0..=BANNED_PHRASES_MAX)
+            .map(|i| format!("фраза {i}"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        expect_err(
+            vec![created()],
+            banned(&many, caller(MANAGER)),
+            DomainError::invalid("phrases", "at most 200 different phrases"),
+        )
+        .await;
+        // Repeats do not count against the limit.
+        let mut repeated = many[..BANNED_PHRASES_MAX].to_vec();
+        repeated.push("ФРАЗА 0");
+        ProjectTest::with(())
+            .given(vec![created()])
+            .when_async(banned(&repeated, caller(MANAGER)))
+            .await
+            .then_expect_events(vec![ProjectEvent::BannedPhrasesChanged {
+                phrases: many[..BANNED_PHRASES_MAX]
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+            }]);
+        expect_err(
+            with_performer(),
+            banned(&["x"], caller(PERFORMER)),
+            DomainError::ManagerRequired,
+        )
+        .await;
+        expect_err(
+            with_performer(),
+            banned(&["x"], caller(OUTSIDER)),
+            DomainError::NotFound { what: "project" },
+        )
+        .await;
+        expect_err(
+            vec![created(), ProjectEvent::ProjectArchived],
+            banned(&["x"], caller(MANAGER)),
+            DomainError::Archived { what: "project" },
+        )
+        .await;
+    }
+
+    fn replay(events: &[ProjectEvent]) -> Project {
+        let mut project = Project::default();
+        for event in events {
+            project.apply(event.clone());
+        }
+        project
     }
 }

@@ -119,6 +119,7 @@ async fn facts(state: &AppState, product: bool, id: Uuid) -> Option<CatalogFacts
     }?;
     Some(CatalogFacts {
         id,
+        key: String::new(),
         description: entry.0.description,
         archived: entry.1,
     })

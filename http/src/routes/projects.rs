@@ -1,4 +1,5 @@
-//! Projects, their members, and the sales channels they work in with their prompt versions.
+//! Projects, their members, their banned phrases, and the sales channels they work in with their
+//! prompt versions and length limits.
 //!
 //! Commands are decided on the project's own state from the log (its members, its channels),
 //! so authorization cannot be fooled by a lagging read model; queries read the read models and
@@ -8,6 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::catalog::{Product, SalesChannel};
+use domain::guardrails::default_max_chars;
 use domain::ids;
 use domain::project::{CatalogFacts, Project, ProjectCommand, UserFacts};
 use domain::user::{normalize_email, User};
@@ -33,6 +35,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_project_channels, attach_channels))
         .routes(routes!(get_project_channel, change_prompt, detach_channel))
         .routes(routes!(list_prompt_versions))
+        .routes(routes!(change_max_length))
+        .routes(routes!(change_banned_phrases))
 }
 
 /// Runs a command on project `id` as the caller.
@@ -90,8 +94,9 @@ where
 {
     let entry: A = state.bus.load(id).await?;
     match entry.facts() {
-        Some((description, archived)) => Ok(CatalogFacts {
+        Some((key, description, archived)) => Ok(CatalogFacts {
             id,
+            key,
             description,
             archived,
         }),
@@ -101,14 +106,16 @@ where
 
 /// What a command needs to know about a catalog entry.
 trait CatalogState {
-    fn facts(&self) -> Option<(String, bool)>;
+    /// Key, description, archived.
+    fn facts(&self) -> Option<(String, String, bool)>;
 }
 
 impl<K: domain::catalog::CatalogKind> CatalogState for domain::catalog::CatalogEntry<K> {
-    fn facts(&self) -> Option<(String, bool)> {
+    fn facts(&self) -> Option<(String, String, bool)> {
+        let key = self.key.clone()?;
         self.details
             .as_ref()
-            .map(|d| (d.description.clone(), self.archived))
+            .map(|d| (key, d.description.clone(), self.archived))
     }
 }
 
@@ -134,6 +141,9 @@ pub struct ProjectView {
     pub members: i64,
     pub channels: i64,
     pub requests: i64,
+    /// Phrases the project's offers must not contain; an offer that does is flagged
+    /// `banned_phrase:<phrase>`.
+    pub banned_phrases: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -170,10 +180,11 @@ struct ProjectRow {
     members: i64,
     channels: i64,
     requests: i64,
+    banned_phrases: sqlx::types::Json<Vec<String>>,
 }
 
 const PROJECT_SELECT: &str = "
-    SELECT p.id, p.name, p.description, p.archived, p.created_at, p.updated_at,
+    SELECT p.id, p.name, p.description, p.archived, p.created_at, p.updated_at, p.banned_phrases,
            pr.id AS product_id, pr.key AS product_key, pr.name AS product_name,
            pr.description AS product_description, pr.link AS product_link,
            m.role AS my_role,
@@ -205,6 +216,7 @@ fn project_view(row: ProjectRow, is_admin: bool) -> ProjectView {
         members: row.members,
         channels: row.channels,
         requests: row.requests,
+        banned_phrases: row.banned_phrases.0,
         created_at: row.created_at,
         updated_at: row.updated_at,
     }
@@ -493,9 +505,22 @@ pub struct ProjectChannelView {
     /// The current prompt.
     pub prompt: String,
     pub prompt_version: i32,
+    /// The length limit offers are checked against, in characters; `null` for none. An offer
+    /// over it is flagged `too_long:<chars>/<max>`, never cut.
+    pub max_chars: Option<i32>,
+    /// The catalog channel's default limit: what the channel gets when it is attached.
+    #[sqlx(skip)]
+    pub default_max_chars: Option<u32>,
     pub requests: i64,
     pub attached_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ProjectChannelView {
+    fn with_default(mut self) -> Self {
+        self.default_max_chars = default_max_chars(&self.key);
+        self
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -505,7 +530,7 @@ pub struct ProjectChannelList {
 }
 
 const CHANNEL_SELECT: &str = "
-    SELECT pc.channel_id, c.key, c.name, c.description, pc.attached, pc.prompt, pc.prompt_version,
+    SELECT pc.channel_id, c.key, c.name, c.description, pc.attached, pc.prompt, pc.prompt_version, pc.max_chars,
            (SELECT count(*) FROM client_requests r WHERE r.project_id = pc.project_id AND r.channel_id = pc.channel_id) AS requests,
            pc.attached_at, pc.updated_at
       FROM project_channels pc JOIN sales_channels c ON c.id = pc.channel_id";
@@ -534,6 +559,10 @@ async fn list_project_channels(
     .bind(filter.include_detached.unwrap_or(false))
     .fetch_all(&state.pool)
     .await?;
+    let items: Vec<ProjectChannelView> = items
+        .into_iter()
+        .map(ProjectChannelView::with_default)
+        .collect();
     let total = items.len() as i64;
     Ok(Json(ProjectChannelList { items, total }))
 }
@@ -602,6 +631,7 @@ async fn channel_view(
     .bind(channel_id)
     .fetch_optional(&state.pool)
     .await?
+    .map(ProjectChannelView::with_default)
     .ok_or_else(|| ApiError::not_found("project channel"))
 }
 
@@ -661,6 +691,68 @@ async fn detach_channel(
     };
     let done = on_project(&state, &caller, id, command).await?;
     Ok(Json(done.accepted(channel_id)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaxLengthChange {
+    /// Characters, 1 to 10000; `null` removes the limit. Required, so that a forgotten field
+    /// never removes a limit.
+    #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(value_type = Option<u32>, required = true, minimum = 1, maximum = 10000, example = 160)]
+    pub max_chars: Option<i64>,
+}
+
+/// Sets the length limit the channel's offers are checked against (managers). Offers over it are
+/// flagged, never cut.
+#[utoipa::path(put, path = "/projects/{id}/channels/{channel_id}/max-length", tag = "projects",
+    params(("id" = Uuid, Path), ("channel_id" = Uuid, Path)), request_body = MaxLengthChange,
+    responses((status = 200, body = Accepted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+async fn change_max_length(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    ApiPath((id, channel_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<MaxLengthChange>,
+) -> ApiResult<Json<Accepted>> {
+    // A number no u32 can hold is out of range like 0 is: the domain's answer names the range.
+    let max_chars = body.max_chars.map(|m| u32::try_from(m).unwrap_or(0));
+    let command = ProjectCommand::ChangeChannelMaxLength {
+        channel_id,
+        max_chars,
+        by: caller.caller(),
+    };
+    let done = on_project(&state, &caller, id, command).await?;
+    Ok(Json(done.accepted(channel_id)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BannedPhrasesChange {
+    /// The whole list: each 1 to 200 characters, at most 200 different ones. Trimmed, and a
+    /// repeat in another case is dropped.
+    #[schema(example = json!(["гарантированное одобрение", "без отказа"]))]
+    pub phrases: Vec<String>,
+}
+
+/// Replaces the phrases the project's offers must not contain (managers). Offers that contain
+/// one are flagged, never rewritten.
+#[utoipa::path(put, path = "/projects/{id}/banned-phrases", tag = "projects", params(("id" = Uuid, Path)),
+    request_body = BannedPhrasesChange,
+    responses((status = 200, body = Accepted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+async fn change_banned_phrases(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<BannedPhrasesChange>,
+) -> ApiResult<Json<Accepted>> {
+    let command = ProjectCommand::ChangeBannedPhrases {
+        phrases: body.phrases,
+        by: caller.caller(),
+    };
+    let done = on_project(&state, &caller, id, command).await?;
+    Ok(Json(done.accepted(id)))
 }
 
 #[derive(Serialize, ToSchema, sqlx::FromRow)]

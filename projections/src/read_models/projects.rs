@@ -17,7 +17,33 @@ async fn touch(
     Ok(())
 }
 
-/// Projects, their members, their channels and every prompt version.
+/// A channel's new prompt joins its version history.
+async fn prompt_version_recorded(
+    db: &mut PgConnection,
+    event: &StoredEvent,
+    channel_id: uuid::Uuid,
+    prompt_version: u32,
+    prompt: &str,
+) -> anyhow::Result<()> {
+    let project_id = event.aggregate_uuid()?;
+    sqlx::query(
+        "INSERT INTO channel_prompt_versions (project_id, channel_id, version, prompt, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+    )
+    .bind(project_id)
+    .bind(channel_id)
+    .bind(prompt_version as i32)
+    .bind(prompt)
+    .bind(event.actor())
+    .bind(event.recorded_at)
+    .execute(&mut *db)
+    .await?;
+    touch(db, project_id, event.recorded_at).await?;
+    Ok(())
+}
+
+/// Projects (with their banned phrases), their members, their channels (with their length
+/// limits) and every prompt version.
 pub struct ProjectsProjection;
 
 #[async_trait]
@@ -113,8 +139,26 @@ impl Projection for ProjectsProjection {
                 channel_id,
                 prompt,
                 prompt_version,
+                max_chars,
+            } => {
+                sqlx::query(
+                    "INSERT INTO project_channels (project_id, channel_id, attached, prompt, prompt_version, max_chars, attached_at, updated_at)
+                     VALUES ($1, $2, true, $3, $4, $5, $6, $6)
+                     ON CONFLICT (project_id, channel_id) DO UPDATE
+                        SET attached = true, prompt = EXCLUDED.prompt, prompt_version = EXCLUDED.prompt_version,
+                            max_chars = EXCLUDED.max_chars, updated_at = EXCLUDED.updated_at",
+                )
+                .bind(project_id)
+                .bind(channel_id)
+                .bind(&prompt)
+                .bind(prompt_version as i32)
+                .bind(max_chars.map(|m| m as i32))
+                .bind(at)
+                .execute(&mut *db)
+                .await?;
+                prompt_version_recorded(db, event, channel_id, prompt_version, &prompt).await?;
             }
-            | ProjectEvent::ChannelPromptChanged {
+            ProjectEvent::ChannelPromptChanged {
                 channel_id,
                 prompt,
                 prompt_version,
@@ -133,19 +177,7 @@ impl Projection for ProjectsProjection {
                 .bind(at)
                 .execute(&mut *db)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO channel_prompt_versions (project_id, channel_id, version, prompt, created_by, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                )
-                .bind(project_id)
-                .bind(channel_id)
-                .bind(prompt_version as i32)
-                .bind(&prompt)
-                .bind(event.actor())
-                .bind(at)
-                .execute(&mut *db)
-                .await?;
-                touch(db, project_id, at).await?;
+                prompt_version_recorded(db, event, channel_id, prompt_version, &prompt).await?;
             }
             ProjectEvent::ChannelDetached { channel_id } => {
                 sqlx::query("UPDATE project_channels SET attached = false, updated_at = $3 WHERE project_id = $1 AND channel_id = $2")
@@ -155,6 +187,29 @@ impl Projection for ProjectsProjection {
                     .execute(&mut *db)
                     .await?;
                 touch(db, project_id, at).await?;
+            }
+            ProjectEvent::ChannelMaxLengthChanged {
+                channel_id,
+                max_chars,
+            } => {
+                sqlx::query("UPDATE project_channels SET max_chars = $3, updated_at = $4 WHERE project_id = $1 AND channel_id = $2")
+                    .bind(project_id)
+                    .bind(channel_id)
+                    .bind(max_chars.map(|m| m as i32))
+                    .bind(at)
+                    .execute(&mut *db)
+                    .await?;
+                touch(db, project_id, at).await?;
+            }
+            ProjectEvent::BannedPhrasesChanged { phrases } => {
+                sqlx::query(
+                    "UPDATE projects SET banned_phrases = $2, updated_at = $3 WHERE id = $1",
+                )
+                .bind(project_id)
+                .bind(serde_json::to_value(&phrases)?)
+                .bind(at)
+                .execute(db)
+                .await?;
             }
             ProjectEvent::ProjectArchived => {
                 sqlx::query("UPDATE projects SET archived = true, updated_at = $2 WHERE id = $1")
