@@ -5,7 +5,8 @@
 //! commands on the aggregates in `domain`.
 //!
 //! Generation goes through [`TextGenerator`]; [`LlamaGenerator`] implements it with llama.cpp
-//! running in this process on a GGUF model.
+//! running in this process on a GGUF model, [`OpenAiGenerator`] with any OpenAI-compatible chat
+//! completions server (llama.cpp's server, llama-cpp-python, vLLM, Ollama).
 //!
 //! # Configuration
 //!
@@ -38,6 +39,20 @@
 //! llama.cpp's own messages go to `tracing` with the target `llama-cpp-2`, mostly at INFO
 //! while loading; filter them with e.g. `RUST_LOG=info,llama-cpp-2=warn`.
 //!
+//! ## The `openai` backend
+//!
+//! [`OpenAiConfig::new`]`(base_url, model)` takes the defaults below; every field is public.
+//!
+//! | field | default | meaning |
+//! |---|---|---|
+//! | `base_url` | — | the server's root; requests go to `{base_url}/v1/chat/completions` (a trailing `/v1` is accepted) |
+//! | `model` | — | sent as `model` and recorded with every text |
+//! | `api_key` | none | sent as `Authorization: Bearer …` |
+//! | `request_timeout` | 120 s | one request, connection to last byte: it must cover the longest generation |
+//! | `max_attempts` | 4 | tries per input on 5xx, 429, 408, timeouts, connection errors and answers that are not a chat completion; then [`GenerationError::Transient`]. Other 4xx fail at once as [`GenerationError::Permanent`] |
+//! | `concurrency` | 4 | requests in flight from the generator, all calls together; match the server's slots |
+//! | `retry_backoff` | 500 ms | the first retry's wait, doubling up to 30 s, with jitter; a `Retry-After` in seconds is honoured up to 30 s instead |
+//!
 //! ## Cargo feature `cuda`
 //!
 //! `--features inference-worker/cuda` builds llama.cpp with CUDA (the CUDA toolkit and `nvcc`
@@ -48,10 +63,14 @@
 //! ## Tests
 //!
 //! `tests/llama.rs` runs the real default model: set `OFFERFLOW_MODEL` to its path
-//! (`scripts/test.sh` does, through `scripts/fetch-model.sh`).
+//! (`scripts/test.sh` does, through `scripts/fetch-model.sh`). `tests/openai.rs` also starts
+//! llama-cpp-python's server on that model: set `OFFERFLOW_LLAMA_CPP_PYTHON` to the python that
+//! `scripts/llama-cpp-python.sh` prints (`scripts/test.sh` does).
 
 pub mod backend;
 pub mod llama;
+pub mod openai;
 
 pub use backend::{GenerationError, GenerationInput, GenerationOutput, TextGenerator};
 pub use llama::{LlamaConfig, LlamaGenerator};
+pub use openai::{OpenAiConfig, OpenAiGenerator};
