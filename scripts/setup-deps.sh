@@ -9,7 +9,8 @@
 # Checks: PostgreSQL server binaries (initdb, pg_ctl, postgres — package `postgresql`), a C
 # toolchain (`build-essential`), `pkg-config`, `curl`, `ca-certificates`, cargo, cargo-nextest,
 # and what the inference worker's llama.cpp build needs: `cmake`, `clang` and `libclang-dev`
-# (bindgen loads libclang.so to generate the C bindings).
+# (bindgen loads libclang.so to generate the C bindings); python3 with pip and venv
+# (`python3-pip`, `python3-venv`: fetch-model.sh and llama-cpp-python.sh).
 set -euo pipefail
 
 with_nextest=1
@@ -62,6 +63,14 @@ have curl || missing+=(curl)
 have cmake || missing+=(cmake)
 have clang || missing+=(clang)
 have_libclang || missing+=(libclang-dev)
+# llama-cpp-python.sh makes a virtual environment; Debian ships venv (and ensurepip, which it
+# needs) apart from python3 itself.
+if have python3; then
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+else
+  missing+=(python3 python3-pip python3-venv)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! have apt-get; then

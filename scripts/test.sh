@@ -2,7 +2,9 @@
 # Runs Offerflow's whole test suite: ./scripts/test.sh [extra test-runner args…]
 #
 # Installs missing dependencies (scripts/setup-deps.sh), fetches the default generation model
-# (scripts/fetch-model.sh; exports OFFERFLOW_MODEL unless it is set), starts a throwaway
+# (scripts/fetch-model.sh; exports OFFERFLOW_MODEL unless it is set), installs llama-cpp-python's
+# server, the real peer of the OpenAI-compatible backend's tests (scripts/llama-cpp-python.sh;
+# exports OFFERFLOW_LLAMA_CPP_PYTHON unless it is set), starts a throwaway
 # PostgreSQL cluster (scripts/test-cluster.sh; exports OFFERFLOW_TEST_DATABASE_URL, removed again
 # on exit), then runs `cargo nextest run --workspace --no-fail-fast`, or
 # `cargo test --workspace --no-fail-fast` when cargo-nextest is unavailable. Extra arguments go to
@@ -22,6 +24,11 @@ bash ./scripts/setup-deps.sh
 if [ -z "${OFFERFLOW_MODEL:-}" ]; then
   OFFERFLOW_MODEL=$(bash ./scripts/fetch-model.sh | tail -n1)
   export OFFERFLOW_MODEL
+fi
+# The OpenAI-compatible backend's tests start llama-cpp-python's server and fail without it.
+if [ -z "${OFFERFLOW_LLAMA_CPP_PYTHON:-}" ]; then
+  OFFERFLOW_LLAMA_CPP_PYTHON=$(bash ./scripts/llama-cpp-python.sh | tail -n1)
+  export OFFERFLOW_LLAMA_CPP_PYTHON
 fi
 # shellcheck source=scripts/test-cluster.sh
 source ./scripts/test-cluster.sh
