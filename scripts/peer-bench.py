@@ -132,6 +132,8 @@ def complete(url, chat, timeout):
             return json.load(r)
     except urllib.error.HTTPError as e:
         sys.exit(f"peer-bench: {request.full_url} answered {e.code}: {e.read()[:500]!r}")
+    except (urllib.error.URLError, OSError) as e:
+        sys.exit(f"peer-bench: {request.full_url}: {getattr(e, 'reason', e)}")
 
 
 def main():
