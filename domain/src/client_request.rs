@@ -133,7 +133,12 @@ pub struct ThreadMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generation {
     pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub params: SamplingParams,
     pub finished: bool,
+    /// Ended by a permanent failure, not by a text: the only kind an admin may requeue.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +193,10 @@ pub enum ClientRequestCommand {
         rating: MessageRating,
         comment: Option<String>,
     },
+    /// An admin sends a generation that failed for good back to the workers.
+    RequeueGeneration {
+        generation_id: Uuid,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,6 +245,9 @@ pub enum ClientRequestEvent {
         rating: MessageRating,
         comment: Option<String>,
     },
+    GenerationRequeued {
+        generation_id: Uuid,
+    },
 }
 
 impl DomainEvent for ClientRequestEvent {
@@ -247,6 +259,7 @@ impl DomainEvent for ClientRequestEvent {
             ClientRequestEvent::MessageGenerated { .. } => "MessageGenerated",
             ClientRequestEvent::GenerationFailed { .. } => "GenerationFailed",
             ClientRequestEvent::MessageRated { .. } => "MessageRated",
+            ClientRequestEvent::GenerationRequeued { .. } => "GenerationRequeued",
         }
         .to_string()
     }
@@ -590,6 +603,26 @@ impl Aggregate for ClientRequest {
                 )
                 .await;
             }
+            ClientRequestCommand::RequeueGeneration { generation_id } => {
+                let generation = self
+                    .generations
+                    .get(&generation_id)
+                    .ok_or(DomainError::NotFound { what: "generation" })?;
+                if !generation.failed {
+                    // Requeued already, or it ended with a text: nothing to do again.
+                    return Ok(());
+                }
+                if self.status() == RequestStatus::InProgress {
+                    return Err(DomainError::Rejected(
+                        "another offer for this client is being generated; wait for it".into(),
+                    ));
+                }
+                sink.write(
+                    ClientRequestEvent::GenerationRequeued { generation_id },
+                    self,
+                )
+                .await;
+            }
         }
         Ok(())
     }
@@ -615,6 +648,7 @@ impl Aggregate for ClientRequest {
                 parent_message_id,
                 instruction,
                 messages,
+                params,
                 ..
             } => {
                 let text = sent_text(instruction.as_deref(), &messages);
@@ -629,7 +663,9 @@ impl Aggregate for ClientRequest {
                     generation_id,
                     Generation {
                         messages,
+                        params,
                         finished: false,
+                        failed: false,
                     },
                 );
                 self.status = Some(RequestStatus::InProgress);
@@ -665,11 +701,19 @@ impl Aggregate for ClientRequest {
                 if permanent {
                     if let Some(generation) = self.generations.get_mut(&generation_id) {
                         generation.finished = true;
+                        generation.failed = true;
                     }
                     self.status = Some(RequestStatus::Error);
                 }
             }
             ClientRequestEvent::MessageRated { .. } => {}
+            ClientRequestEvent::GenerationRequeued { generation_id } => {
+                if let Some(generation) = self.generations.get_mut(&generation_id) {
+                    generation.finished = false;
+                    generation.failed = false;
+                }
+                self.status = Some(RequestStatus::InProgress);
+            }
         }
     }
 }
@@ -973,6 +1017,60 @@ mod tests {
             })
             .await
             .then_expect_events(vec![]);
+    }
+
+    fn failed_for_good() -> ClientRequestEvent {
+        ClientRequestEvent::GenerationFailed {
+            generation_id: GENERATION,
+            error: "gave up after 5 attempts".into(),
+            attempt: 5,
+            permanent: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_generation_that_failed_for_good_is_requeued_and_then_takes_a_result() {
+        let requeue = ClientRequestCommand::RequeueGeneration {
+            generation_id: GENERATION,
+        };
+        let requeued = ClientRequestEvent::GenerationRequeued {
+            generation_id: GENERATION,
+        };
+        RequestTest::with(())
+            .given(vec![created(), requested(), failed_for_good()])
+            .when_async(requeue.clone())
+            .await
+            .then_expect_events(vec![requeued.clone()]);
+        RequestTest::with(())
+            .given(vec![
+                created(),
+                requested(),
+                failed_for_good(),
+                requeued.clone(),
+            ])
+            .when_async(complete())
+            .await
+            .then_expect_events(vec![generated()]);
+        for done in [
+            vec![created(), requested(), generated()],
+            vec![created(), requested(), failed_for_good(), requeued.clone()],
+        ] {
+            RequestTest::with(())
+                .given(done)
+                .when_async(requeue.clone())
+                .await
+                .then_expect_events(vec![]);
+        }
+        RequestTest::with(())
+            .given(vec![created()])
+            .when_async(requeue)
+            .await
+            .then_expect_error(DomainError::NotFound { what: "generation" });
+        let mut request = ClientRequest::default();
+        for event in [created(), requested(), failed_for_good(), requeued] {
+            request.apply(event);
+        }
+        assert_eq!(request.status(), RequestStatus::InProgress);
     }
 
     #[test]

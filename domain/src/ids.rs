@@ -39,6 +39,16 @@ pub fn client_request_id(
     Uuid::new_v5(&NAMESPACE, canonical.as_bytes())
 }
 
+/// The offer a generation produces: derived, so a result delivered twice names one message.
+pub fn offer_message_id(generation_id: Uuid) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, format!("offer:{generation_id}").as_bytes())
+}
+
+/// What a generation sent to the model, as a message of the thread.
+pub fn prompt_message_id(generation_id: Uuid) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, format!("prompt:{generation_id}").as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
