@@ -49,8 +49,9 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-/// A point in the log a reader can wait for: "the read models have seen this event".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A point in the log a reader can wait for: "the read models have seen this event". Ordered
+/// as subscribers read, so the greatest of several tokens covers them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConsistencyToken {
     pub transaction_id: u64,
     pub global_position: i64,
@@ -164,6 +165,8 @@ pub struct Engine {
     announce: Notify,
     /// Signalled after every committed batch, for readers waiting on a consistency token.
     progress: Notify,
+    /// Counts wake-ups, for reactors that watch the log without being subscribers.
+    commits: watch::Sender<u64>,
     config: EngineConfig,
 }
 
@@ -198,6 +201,7 @@ impl Engine {
             subscribers,
             announce: Notify::new(),
             progress: Notify::new(),
+            commits: watch::channel(0).0,
             config,
         })
     }
@@ -227,6 +231,12 @@ impl Engine {
             // notify_one keeps a permit, so a subscriber busy with a batch still looks again.
             subscriber.wake.notify_one();
         }
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever events were committed, here or (through NOTIFY) in another process.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// After a command committed events here: wakes the local subscribers at once, and the
@@ -249,16 +259,19 @@ impl Engine {
                 tokio::spawn(async move { engine.run_subscriber(subscriber, shutdown).await })
             })
             .collect();
+        tasks.extend(self.spawn_notices(shutdown));
+        tasks
+    }
+
+    /// Only the tasks that exchange commit notices with other processes: for a process that
+    /// writes and watches the log (a worker) but keeps no read models.
+    pub fn spawn_notices(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let engine = Arc::clone(self);
         let stop = shutdown.clone();
-        tasks.push(tokio::spawn(
-            async move { engine.announce_commits(stop).await },
-        ));
+        let announce = tokio::spawn(async move { engine.announce_commits(stop).await });
         let engine = Arc::clone(self);
-        tasks.push(tokio::spawn(async move {
-            engine.listen_for_commits(shutdown).await
-        }));
-        tasks
+        let listen = tokio::spawn(async move { engine.listen_for_commits(shutdown).await });
+        vec![announce, listen]
     }
 
     /// Turns local commits into NOTIFYs for other processes, one per burst: a NOTIFY inside
@@ -514,6 +527,24 @@ impl Engine {
                 },
                 ours,
             ))
+        })
+        .transpose()
+    }
+
+    /// The newest event in the log: waiting for it shows every write committed so far.
+    pub async fn head(&self) -> anyhow::Result<Option<ConsistencyToken>> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text, global_position FROM events
+              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading the head of the log")?;
+        row.map(|(tx, pos)| {
+            Ok(ConsistencyToken {
+                transaction_id: tx.parse().context("xid8 is not a number")?,
+                global_position: pos,
+            })
         })
         .transpose()
     }

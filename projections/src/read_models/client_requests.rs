@@ -291,6 +291,9 @@ async fn apply_generation_event(
             .context("recording a rating")?;
             Ok(())
         }
+        ClientRequestEvent::GenerationRequeued { .. } => {
+            set_status(db, request, RequestStatus::InProgress, None, at).await
+        }
         ClientRequestEvent::ClientRequestCreated { .. }
         | ClientRequestEvent::OutcomeRecorded { .. } => Ok(()),
     }
