@@ -47,6 +47,12 @@ pub trait TextGenerator: Send + Sync {
     /// Names the model, e.g. the GGUF file's stem; recorded with every generated text.
     fn model_name(&self) -> String;
 
+    /// How many inputs it works on at once; callers keep about twice that many in flight, so
+    /// that a finished input's place is taken at once.
+    fn parallelism(&self) -> usize {
+        1
+    }
+
     /// Generates every input; the results are in input order. Inputs may be decoded together.
     /// One input's failure does not fail the others.
     async fn generate(

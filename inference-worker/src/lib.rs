@@ -68,9 +68,13 @@
 //! `scripts/llama-cpp-python.sh` prints (`scripts/test.sh` does).
 
 pub mod backend;
+pub mod jobs;
 pub mod llama;
 pub mod openai;
+pub mod reactor;
 
 pub use backend::{GenerationError, GenerationInput, GenerationOutput, TextGenerator};
+pub use jobs::{Backoff, ClaimedJob, JobQueue};
 pub use llama::{LlamaConfig, LlamaGenerator};
 pub use openai::{OpenAiConfig, OpenAiGenerator};
+pub use reactor::{GenerationLedger, GenerationReactor, Offer, ReactorConfig, Work};

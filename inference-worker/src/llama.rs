@@ -109,6 +109,7 @@ impl LlamaConfig {
 /// generator would load the model again and compete with the first for the same cores.
 pub struct LlamaGenerator {
     model_name: String,
+    parallel_sequences: usize,
     jobs: mpsc::Sender<Job>,
 }
 
@@ -162,7 +163,11 @@ impl LlamaGenerator {
             parallel_sequences = config.parallel_sequences,
             "llama.cpp model loaded"
         );
-        Ok(LlamaGenerator { model_name, jobs })
+        Ok(LlamaGenerator {
+            model_name,
+            parallel_sequences: config.parallel_sequences as usize,
+            jobs,
+        })
     }
 }
 
@@ -170,6 +175,10 @@ impl LlamaGenerator {
 impl TextGenerator for LlamaGenerator {
     fn model_name(&self) -> String {
         self.model_name.clone()
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallel_sequences
     }
 
     async fn generate(
@@ -197,7 +206,8 @@ impl TextGenerator for LlamaGenerator {
     }
 }
 
-fn model_name(path: &Path) -> String {
+/// The name a GGUF file's texts are recorded under: its file stem.
+pub fn model_name(path: &Path) -> String {
     path.file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

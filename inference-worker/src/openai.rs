@@ -143,6 +143,10 @@ impl TextGenerator for OpenAiGenerator {
         self.inner.config.model.clone()
     }
 
+    fn parallelism(&self) -> usize {
+        self.inner.config.concurrency
+    }
+
     async fn generate(
         &self,
         inputs: Vec<GenerationInput>,
