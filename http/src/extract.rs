@@ -25,6 +25,10 @@ fn field_of(detail: &str) -> Option<String> {
                 .map(|(p, _)| p)
                 .filter(|p| !p.contains(' ') && *p != ".");
             return Some(match prefix {
+                // An unknown field's path already ends with its name.
+                Some(prefix) if prefix == name || prefix.ends_with(&format!(".{name}")) => {
+                    prefix.to_string()
+                }
                 Some(prefix) if !detail.starts_with(marker) => format!("{prefix}.{name}"),
                 _ => name.to_string(),
             });
@@ -294,6 +298,14 @@ mod tests {
         assert_eq!(
             field_of("unknown field `nmae`, expected one of `name`"),
             Some("nmae".into())
+        );
+        assert_eq!(
+            field_of("params.top_k: unknown field `top_k`, expected one of `seed`"),
+            Some("params.top_k".into())
+        );
+        assert_eq!(
+            field_of("params: missing field `seed`"),
+            Some("params.seed".into())
         );
         assert_eq!(field_of("invalid type: string \"x\", expected a map"), None);
     }

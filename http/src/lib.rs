@@ -7,10 +7,13 @@ pub mod embedded_pg;
 pub mod error;
 pub mod event_store;
 pub mod extract;
+pub mod generation;
+pub mod llm;
 pub mod routes;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod worker;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
@@ -41,6 +44,7 @@ use crate::state::AppState;
         (name = "catalog", description = "Products and sales channels"),
         (name = "projects", description = "Projects, members, channels and prompts"),
         (name = "requests", description = "Client requests and outcomes"),
+        (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +80,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::catalog::router())
         .merge(routes::projects::router())
         .merge(routes::requests::router())
+        .merge(routes::generations::router())
 }
 
 async fn unknown_route() -> ApiError {

@@ -6,9 +6,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use offerflow_http::llm::LlmArgs;
 use offerflow_http::routes::users::{register_user, NewUser};
 use offerflow_http::seed::{seed_catalog, system_admin};
-use offerflow_http::server::{bootstrap, build_state, cli_metadata, serve, Database, StateOptions};
+use offerflow_http::server::{
+    bootstrap, build_state, cli_metadata, run_worker, serve, Database, StateOptions,
+};
 use offerflow_http::state::{AppConfig, AppState};
 use projections::engine::EngineConfig;
 
@@ -51,7 +54,7 @@ struct Global {
     #[arg(
         long,
         env = "OFFERFLOW_LOG",
-        default_value = "info,sqlx=warn",
+        default_value = "info,sqlx=warn,llama-cpp-2=warn",
         global = true
     )]
     log: String,
@@ -61,6 +64,11 @@ struct Global {
 enum Command {
     /// Runs the HTTP API, the read-model subscribers and the reactors in one process.
     Serve(ServeArgs),
+    /// Runs only a generation worker; any number may share one database.
+    Worker {
+        #[command(flatten)]
+        llm: LlmArgs,
+    },
     /// Applies pending database migrations.
     Migrate,
     /// Read-model subscribers: their lag, and rebuilding them from the log.
@@ -105,6 +113,11 @@ struct ServeArgs {
     /// On a database without users, seed the catalog and create an admin (password printed once).
     #[arg(long, env = "OFFERFLOW_BOOTSTRAP", default_value_t = true, action = clap::ArgAction::Set)]
     bootstrap: bool,
+    /// Run a generation worker in this process (turn off when workers run elsewhere).
+    #[arg(long, env = "OFFERFLOW_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    worker: bool,
+    #[command(flatten)]
+    llm: LlmArgs,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +178,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .await?;
     let result = match cli.command {
         Command::Serve(args) => run_serve(&db, &data_dir, args).await,
+        Command::Worker { llm } => {
+            let state = build_state(
+                db.pool.clone(),
+                StateOptions {
+                    generation: llm.settings()?,
+                    worker: Some(llm.worker().await?),
+                    ..StateOptions::default()
+                },
+            )
+            .await?;
+            run_worker(state).await
+        }
         Command::Migrate => {
             projections::MIGRATOR
                 .run(&db.pool)
@@ -233,15 +258,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 async fn tool_state(db: &Database) -> anyhow::Result<AppState> {
-    build_state(
-        db.pool.clone(),
-        StateOptions {
-            config: AppConfig::default(),
-            jwt_secret: None,
-            engine: EngineConfig::default(),
-        },
-    )
-    .await
+    build_state(db.pool.clone(), StateOptions::default()).await
 }
 
 async fn run_serve(
@@ -256,12 +273,19 @@ async fn run_serve(
         refresh_token_ttl_seconds: args.refresh_token_ttl,
         ready_max_lag_seconds: args.ready_max_lag_seconds,
     };
+    let worker = if args.worker {
+        Some(args.llm.worker().await?)
+    } else {
+        None
+    };
     let state = build_state(
         db.pool.clone(),
         StateOptions {
             config,
             jwt_secret: args.jwt_secret,
             engine: EngineConfig::default(),
+            generation: args.llm.settings()?,
+            worker,
         },
     )
     .await?;

@@ -16,9 +16,12 @@ use tokio::sync::watch;
 use crate::auth::{random_secret, TokenKeys};
 use crate::commands::CommandBus;
 use crate::embedded_pg::EmbeddedPostgres;
+use crate::generation::GenerationSettings;
 use crate::routes::users::{register_user, NewUser};
 use crate::seed::{seed_catalog, system_admin};
 use crate::state::{AppConfig, AppState};
+use crate::worker::{spawn_worker, WorkerSetup};
+use inference_worker::JobQueue;
 
 /// The database the process works on, and the embedded cluster if it runs one.
 pub struct Database {
@@ -88,10 +91,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+#[derive(Default)]
 pub struct StateOptions {
     pub config: AppConfig,
     pub jwt_secret: Option<String>,
     pub engine: EngineConfig,
+    pub generation: GenerationSettings,
+    /// A generation worker to run beside the API.
+    pub worker: Option<WorkerSetup>,
 }
 
 /// Applies pending migrations and builds what handlers and tools share.
@@ -103,13 +110,19 @@ pub async fn build_state(pool: PgPool, options: StateOptions) -> anyhow::Result<
     let engine = Engine::new(pool.clone(), all_projections(), options.engine);
     engine.register().await?;
     let keys = TokenKeys::load(&pool, options.jwt_secret.as_deref()).await?;
+    let (stop, _) = watch::channel(false);
     Ok(AppState {
         bus: Arc::new(CommandBus::new(pool.clone(), engine.clone())),
-        pool,
         engine,
         keys: Arc::new(keys),
         login_throttle: Arc::new(Default::default()),
         config: Arc::new(options.config),
+        generation: Arc::new(options.generation),
+        jobs: JobQueue::new(pool.clone()),
+        worker: options.worker,
+        stopping: stop.subscribe(),
+        stop: Arc::new(stop),
+        pool,
     })
 }
 
@@ -176,13 +189,26 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let subscribers = state.engine.spawn(stop_rx);
+    let mut subscribers = state.engine.spawn(stop_rx.clone());
+    if let Some(setup) = state.worker.clone() {
+        subscribers.push(spawn_worker(
+            Arc::clone(&state.bus),
+            state.pool.clone(),
+            setup,
+            stop_rx,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("listening on {bind}"))?;
     let local = listener.local_addr()?;
     on_listening(local);
     let app = crate::router(state.clone());
+    let stopping = Arc::clone(&state.stop);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -197,7 +223,30 @@ pub async fn serve_until(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Runs only the generation worker (`offerflow worker`) until Ctrl-C or SIGTERM, then gives
+/// its unfinished jobs back.
+pub async fn run_worker(state: AppState) -> anyhow::Result<()> {
+    let setup = state
+        .worker
+        .clone()
+        .context("no generation worker was configured")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = state.engine.spawn_notices(stop_rx.clone());
+    tasks.push(spawn_worker(
+        Arc::clone(&state.bus),
+        state.pool.clone(),
+        setup,
+        stop_rx,
+    ));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

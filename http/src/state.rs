@@ -2,9 +2,14 @@ use std::sync::Arc;
 
 use projections::Engine;
 use sqlx::PgPool;
+use tokio::sync::watch;
+
+use inference_worker::JobQueue;
 
 use crate::auth::{LoginThrottle, TokenKeys};
 use crate::commands::CommandBus;
+use crate::generation::GenerationSettings;
+use crate::worker::WorkerSetup;
 
 /// Settings the request handlers need at run time.
 #[derive(Debug, Clone)]
@@ -36,4 +41,13 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     pub login_throttle: Arc<LoginThrottle>,
     pub config: Arc<AppConfig>,
+    pub generation: Arc<GenerationSettings>,
+    /// The generation queue, for progress and the dead-job admin.
+    pub jobs: JobQueue,
+    /// The worker `serve` runs beside the API, if this process generates.
+    pub worker: Option<WorkerSetup>,
+    /// Turns true when the server begins to shut down, so that endless responses (event
+    /// streams) end and the graceful shutdown does not wait for them forever.
+    pub stopping: watch::Receiver<bool>,
+    pub(crate) stop: Arc<watch::Sender<bool>>,
 }

@@ -2248,6 +2248,10 @@ async fn no_documented_endpoint_answers_odd_input_with_a_5xx() {
                     )
                     .replace("{channel_id}", params[1])
                     .replace("{user_id}", params[1]);
+                // An event stream on a real channel answers 200 and never ends; worker.rs reads it.
+                if template.ends_with("/stream") && params[0] == project.as_str() {
+                    continue;
+                }
                 let query = "?limit=-1&offset=x&q=%25_%5C&sort=-&include_archived=1&status=&consistency_token=1.1";
                 for url in [format!("{API}{path}"), format!("{API}{path}{query}")] {
                     for body in &bodies {

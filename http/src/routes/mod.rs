@@ -1,6 +1,7 @@
 //! Route modules mirror the API's paths; each exposes `router()`.
 pub mod auth;
 pub mod catalog;
+pub mod generations;
 pub mod projects;
 pub mod requests;
 pub mod system;

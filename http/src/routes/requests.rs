@@ -118,10 +118,39 @@ pub struct ClientRequestView {
     pub cluster: Option<String>,
     /// `initial`, `in_progress`, `ok` or `error`.
     pub status: String,
+    /// Why the newest generation failed for good, when `status` is `error`.
+    pub status_reason: Option<String>,
     /// The outcome of the offer.
     pub success_type: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The thread in order (only on `GET /requests/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<MessageView>>,
+}
+
+/// One message of a request's thread.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct MessageView {
+    pub id: Uuid,
+    /// `user`: what was sent to the model; `system`: the model's offer.
+    pub message_type: String,
+    pub text: String,
+    /// The offer's rating: `ok`, `error`, `revision` or `undefined`.
+    pub status: String,
+    pub comment: Option<String>,
+    /// What the guardrails found: `too_long:<chars>/<max>`, `banned_phrase:<phrase>`,
+    /// `boilerplate_removed`, `cut_at_max_tokens`, …
+    #[schema(value_type = Vec<String>)]
+    pub flags: sqlx::types::Json<Vec<String>>,
+    pub generation_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub model: Option<String>,
+    pub prompt_version: Option<i32>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub duration_ms: Option<i64>,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -135,6 +164,7 @@ struct RequestRow {
     client_data_decoding: Value,
     cluster: Option<String>,
     status: String,
+    status_reason: Option<String>,
     outcome: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -184,9 +214,11 @@ impl TryFrom<RequestRow> for ClientRequestView {
                 .collect(),
             cluster: row.cluster,
             status: row.status,
+            status_reason: row.status_reason,
             success_type: row.outcome,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            messages: None,
         })
     }
 }
@@ -274,7 +306,7 @@ async fn list_requests(
         AND ($8::text IS NULL OR client_id ILIKE $8 OR source ILIKE $8 OR cluster ILIKE $8 OR client_data::text ILIKE $8)";
     let rows: Vec<RequestRow> = sqlx::query_as(&format!(
         "SELECT id, project_id, channel_id, client_id, source, client_data, client_data_decoding, cluster, status,
-                outcome, created_at, updated_at
+                status_reason, outcome, created_at, updated_at
            FROM client_requests WHERE {condition} ORDER BY {order} LIMIT $9 OFFSET $10"
     ))
     .bind(project_id)
@@ -320,7 +352,7 @@ async fn get_request(
 ) -> ApiResult<Json<ClientRequestView>> {
     let row: RequestRow = sqlx::query_as(
         "SELECT id, project_id, channel_id, client_id, source, client_data, client_data_decoding, cluster, status,
-                outcome, created_at, updated_at FROM client_requests WHERE id = $1",
+                status_reason, outcome, created_at, updated_at FROM client_requests WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&state.pool)
@@ -329,7 +361,18 @@ async fn get_request(
     project_role(&state, &caller, row.project_id)
         .await
         .map_err(|_| ApiError::not_found("client request"))?;
-    Ok(Json(row.try_into()?))
+    let messages: Vec<MessageView> = sqlx::query_as(
+        "SELECT id, message_type, text, rating AS status, rating_comment AS comment, flags, generation_id, parent_id,
+                model, prompt_version, prompt_tokens, completion_tokens, duration_ms, created_at
+           FROM client_request_messages WHERE request_id = $1
+          ORDER BY created_at, CASE message_type WHEN 'user' THEN 0 ELSE 1 END, id",
+    )
+    .bind(id)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut view: ClientRequestView = row.try_into()?;
+    view.messages = Some(messages);
+    Ok(Json(view))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -10,6 +10,7 @@ use offerflow_http::routes::users::{register_user, NewUser};
 use offerflow_http::seed::{seed_catalog, system_admin};
 use offerflow_http::server::{build_state, cli_metadata, serve_until, StateOptions};
 use offerflow_http::state::{AppConfig, AppState};
+use offerflow_http::worker::WorkerSetup;
 use projections::engine::EngineConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -54,9 +55,15 @@ pub async fn fresh_database() -> (String, PgPool) {
 }
 
 pub async fn state_for(pool: PgPool) -> AppState {
+    state_with_worker(pool, None).await
+}
+
+/// A state whose `serve` also runs `worker`.
+pub async fn state_with_worker(pool: PgPool, worker: Option<WorkerSetup>) -> AppState {
     build_state(
         pool,
         StateOptions {
+            worker,
             config: AppConfig {
                 consistency_wait_ms: 10_000,
                 ..AppConfig::default()
@@ -67,6 +74,7 @@ pub async fn state_for(pool: PgPool) -> AppState {
                 poll_interval: Duration::from_millis(100),
                 ..EngineConfig::default()
             },
+            ..StateOptions::default()
         },
     )
     .await
@@ -85,8 +93,13 @@ pub struct TestServer {
 impl TestServer {
     /// A server on a fresh database with the catalog seeded and one admin.
     pub async fn start() -> TestServer {
+        TestServer::start_with_worker(None).await
+    }
+
+    /// The same, with a generation worker running inside the server.
+    pub async fn start_with_worker(worker: Option<WorkerSetup>) -> TestServer {
         let (url, pool) = fresh_database().await;
-        let server = TestServer::on(url, pool).await;
+        let server = TestServer::on_with_worker(url, pool, worker).await;
         seed_catalog(&server.state, &cli_metadata())
             .await
             .expect("seed");
@@ -119,7 +132,15 @@ impl TestServer {
 
     /// A server on an existing database (for restarts).
     pub async fn on(url: String, pool: PgPool) -> TestServer {
-        let state = state_for(pool.clone()).await;
+        TestServer::on_with_worker(url, pool, None).await
+    }
+
+    pub async fn on_with_worker(
+        url: String,
+        pool: PgPool,
+        worker: Option<WorkerSetup>,
+    ) -> TestServer {
+        let state = state_with_worker(pool.clone(), worker).await;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
         let serving = state.clone();
