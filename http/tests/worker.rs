@@ -513,9 +513,25 @@ async fn a_prompt_longer_than_the_context_fails_for_good_at_once() {
     server.stop().await;
 }
 
+/// A worker process, killed when dropped so that a failing test leaves none behind.
+struct WorkerProcess(std::process::Child);
+
+impl WorkerProcess {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts `offerflow worker` on the test database.
-fn spawn_worker_process(database_url: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_offerflow"))
+fn spawn_worker_process(database_url: &str) -> WorkerProcess {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_offerflow"))
         .arg("worker")
         .env("DATABASE_URL", database_url)
         .env("OFFERFLOW_MODEL", model_path())
@@ -524,7 +540,8 @@ fn spawn_worker_process(database_url: &str) -> std::process::Child {
         .env("OFFERFLOW_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("offerflow worker starts")
+        .expect("offerflow worker starts");
+    WorkerProcess(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -562,8 +579,8 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    first.kill().expect("SIGKILL");
-    first.wait().expect("reaped");
+    // Child::kill is SIGKILL: no shutdown, no lease given back.
+    first.kill();
     let (held,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM generation_jobs WHERE state = 'running'")
             .fetch_one(&server.pool)
@@ -577,8 +594,7 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
         wait_for_batch(&admin, &project, &sms, Duration::from_secs(300)),
     )
     .await;
-    second.kill().expect("stop the second worker");
-    second.wait().expect("reaped");
+    second.kill();
     let progress = result.expect("the batch finished");
     assert_eq!(
         progress["done"].as_i64().unwrap_or(0) + progress["failed"].as_i64().unwrap_or(0),
