@@ -636,3 +636,26 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_pending_takes_every_client_added_before_the_call() {
+    // Past a thousand transactions, so the log's head is found in numeric order, not text order.
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (project, sms, _) = project_with_channels(&admin).await;
+    let ids = add_clients(&admin, &project, &sms, 200).await;
+    let (status, queued) = admin
+        .post(
+            &format!("/api/v1/projects/{project}/channels/{sms}/generations"),
+            json!({"all_pending": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(
+        queued["queued"],
+        ids.len(),
+        "skipped: {}",
+        queued["skipped"]
+    );
+    server.stop().await;
+}

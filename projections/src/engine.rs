@@ -534,8 +534,10 @@ impl Engine {
     /// The newest event in the log: waiting for it shows every write committed so far.
     pub async fn head(&self) -> anyhow::Result<Option<ConsistencyToken>> {
         let row: Option<(String, i64)> = sqlx::query_as(
+            // Qualified: a bare `transaction_id` would name the text column and sort "997"
+            // after "1212".
             "SELECT transaction_id::text, global_position FROM events
-              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await
