@@ -49,7 +49,8 @@ use crate::state::AppState;
 )]
 struct ApiDoc;
 
-struct BearerAuth;
+/// The bearer security scheme, shared by `/api/v1` and the legacy routes' documents.
+pub(crate) struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -97,7 +98,12 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
         .nest("/api/v1", api)
-        .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", doc))
+        .merge(routes::legacy::router())
+        .merge(
+            SwaggerUi::new("/api/docs")
+                .url("/api/v1/openapi.json", doc)
+                .url("/api/llm-model/openapi.json", routes::legacy::openapi()),
+        )
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
