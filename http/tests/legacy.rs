@@ -88,7 +88,7 @@ impl Server {
             .expect("admin");
         let (tx, position): (String, i64) = sqlx::query_as(
             "SELECT transaction_id::text, global_position FROM events
-              ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
         )
         .fetch_one(&server.pool)
         .await
