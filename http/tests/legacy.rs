@@ -7,12 +7,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{catalog_id, client_data, fresh_database, project_with_channels, Client};
-use inference_worker::{Backoff, LlamaConfig, LlamaGenerator, ReactorConfig, TextGenerator};
+use common::{
+    catalog_id, client_data, fresh_database, llama, project_with_channels, worker, Client,
+};
 use offerflow_http::generation::GenerationSettings;
 use offerflow_http::routes::users::{register_user, NewUser};
 use offerflow_http::seed::{seed_catalog, system_admin};
@@ -30,35 +29,6 @@ use uuid::Uuid;
 const REQUESTS_DATA: &str = "/api/llm-model/requests-data";
 const MULTIPLE: &str = "/api/llm-model/requests-data/multiple-creation";
 const RAW: &str = "/api/llm-model/requests-data/raw-multiple-creation";
-
-fn model_path() -> PathBuf {
-    let Some(path) = std::env::var_os("OFFERFLOW_MODEL") else {
-        panic!(
-            "OFFERFLOW_MODEL is not set. These tests run the real model: run \
-             scripts/fetch-model.sh and set OFFERFLOW_MODEL to the path it prints \
-             (scripts/test.sh does both)."
-        );
-    };
-    PathBuf::from(path)
-}
-
-fn llama(context_size: u32) -> Arc<dyn TextGenerator> {
-    let mut config = LlamaConfig::new(model_path());
-    config.context_size = context_size;
-    Arc::new(LlamaGenerator::load(config).expect("the model loads"))
-}
-
-fn worker(generator: Arc<dyn TextGenerator>, max_attempts: u32) -> WorkerSetup {
-    let mut reactor = ReactorConfig::new(format!("test-worker-{}", Uuid::new_v4()));
-    reactor.max_attempts = max_attempts;
-    reactor.lease = Duration::from_secs(20);
-    reactor.backoff = Backoff {
-        base: Duration::from_millis(100),
-        max: Duration::from_millis(400),
-    };
-    reactor.poll_interval = Duration::from_millis(200);
-    WorkerSetup { generator, reactor }
-}
 
 /// A real server like common's `TestServer`, with the generation settings under test.
 struct Server {

@@ -4,48 +4,17 @@
 //! Needs `OFFERFLOW_MODEL` (scripts/test.sh sets it) and the test cluster.
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{client_data, project_with_channels, Client, TestServer};
+use common::{client_data, llama, model_path, project_with_channels, worker, Client, TestServer};
 use domain::client_request::{ClientField, ColumnDescription};
 use domain::prompt::{client_block, Persona};
 use inference_worker::openai::{OpenAiConfig, OpenAiGenerator};
-use inference_worker::{Backoff, LlamaConfig, LlamaGenerator, ReactorConfig, TextGenerator};
-use offerflow_http::worker::WorkerSetup;
+use inference_worker::TextGenerator;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-fn model_path() -> PathBuf {
-    let Some(path) = std::env::var_os("OFFERFLOW_MODEL") else {
-        panic!(
-            "OFFERFLOW_MODEL is not set. These tests run the real model: run \
-             scripts/fetch-model.sh and set OFFERFLOW_MODEL to the path it prints \
-             (scripts/test.sh does both)."
-        );
-    };
-    PathBuf::from(path)
-}
-
-fn llama(context_size: u32) -> Arc<dyn TextGenerator> {
-    let mut config = LlamaConfig::new(model_path());
-    config.context_size = context_size;
-    Arc::new(LlamaGenerator::load(config).expect("the model loads"))
-}
-
-fn worker(generator: Arc<dyn TextGenerator>, max_attempts: u32) -> WorkerSetup {
-    let mut reactor = ReactorConfig::new(format!("test-worker-{}", Uuid::new_v4()));
-    reactor.max_attempts = max_attempts;
-    reactor.lease = Duration::from_secs(20);
-    reactor.backoff = Backoff {
-        base: Duration::from_millis(100),
-        max: Duration::from_millis(400),
-    };
-    reactor.poll_interval = Duration::from_millis(200);
-    WorkerSetup { generator, reactor }
-}
 
 /// Adds `n` clients to the channel; returns their request ids.
 async fn add_clients(client: &Client, project: &str, channel: &str, n: usize) -> Vec<String> {

@@ -347,3 +347,39 @@ impl TestServer {
         json!({ "consistency_token": token })
     }
 }
+
+/// The real default model (`OFFERFLOW_MODEL`; scripts/test.sh sets it).
+pub fn model_path() -> std::path::PathBuf {
+    let Some(path) = std::env::var_os("OFFERFLOW_MODEL") else {
+        panic!(
+            "OFFERFLOW_MODEL is not set. These tests run the real model: run \
+             scripts/fetch-model.sh and set OFFERFLOW_MODEL to the path it prints \
+             (scripts/test.sh does both)."
+        );
+    };
+    std::path::PathBuf::from(path)
+}
+
+/// The model in process, with `context_size` tokens per sequence.
+pub fn llama(context_size: u32) -> std::sync::Arc<dyn inference_worker::TextGenerator> {
+    let mut config = inference_worker::LlamaConfig::new(model_path());
+    config.context_size = context_size;
+    std::sync::Arc::new(inference_worker::LlamaGenerator::load(config).expect("the model loads"))
+}
+
+/// A worker that retries quickly, so that tests of retries and dead jobs take seconds.
+pub fn worker(
+    generator: std::sync::Arc<dyn inference_worker::TextGenerator>,
+    max_attempts: u32,
+) -> WorkerSetup {
+    let mut reactor =
+        inference_worker::ReactorConfig::new(format!("test-worker-{}", uuid::Uuid::new_v4()));
+    reactor.max_attempts = max_attempts;
+    reactor.lease = Duration::from_secs(20);
+    reactor.backoff = inference_worker::Backoff {
+        base: Duration::from_millis(100),
+        max: Duration::from_millis(400),
+    };
+    reactor.poll_interval = Duration::from_millis(200);
+    WorkerSetup { generator, reactor }
+}
