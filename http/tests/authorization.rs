@@ -8,8 +8,9 @@
 //! - the catalog is read by anyone signed in and written by admins only (403 for others);
 //! - user administration is for admins (403), except reading one's own record;
 //! - inside a project, outsiders get 404 (the project's existence is not revealed), performers
-//!   read everything, add client requests and record outcomes but get 403 for editing the
-//!   project, its members, channels and prompts; managers and admins may do everything;
+//!   read everything, add client requests, generate offers and record outcomes but get 403 for
+//!   editing the project, its members, channels, prompts and guardrails; managers and admins may
+//!   do everything; dead generation jobs are for admins;
 //! - anyone signed in may create a project.
 //!
 //! An allowed call is written as the exact success status it must answer.
@@ -165,6 +166,20 @@ fn matrix() -> Vec<Row> {
         row(M::GET,    "/api/v1/requests/{request}",                           None,                                                     [401, 404, 200, 200, 200]),
         row(M::PUT,    "/api/v1/requests/{request}/outcome",                   Some(r#"{"success_type": "sold"}"#),                      [401, 404, 200, 200, 200]),
         row(M::PUT,    "/api/v1/requests/{nowhere}/outcome",                   Some(r#"{"success_type": "sold"}"#),                      [401, 404, 404, 404, 404]),
+
+        // Guardrails.
+        row(M::PUT,    "/api/v1/projects/{project}/channels/{sms}/max-length", Some(r#"{"max_chars": {n}}"#),                            [401, 404, 403, 200, 200]),
+        row(M::PUT,    "/api/v1/projects/{project}/banned-phrases",            Some(r#"{"phrases": ["фраза {n}"]}"#),                    [401, 404, 403, 200, 200]),
+
+        // Generation: performers may generate; one generation at a time per request, so each
+        // call gets its own project.
+        fresh(M::POST, "/api/v1/requests/{request}/generations",               Some(r#"{}"#),                                            [401, 404, 202, 202, 202]),
+        fresh(M::POST, "/api/v1/projects/{project}/channels/{sms}/generations", Some(r#"{"all_pending": true}"#),                       [401, 404, 202, 202, 202]),
+        row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/generation-progress", None,                                            [401, 404, 200, 200, 200]),
+        row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/generation-progress/stream", None,                                     [401, 404, 200, 200, 200]),
+        row(M::PUT,    "/api/v1/messages/{nowhere}/rating",                    Some(r#"{"status": "ok"}"#),                              [401, 404, 404, 404, 404]),
+        row(M::GET,    "/api/v1/admin/dead-jobs",                              None,                                                     [401, 403, 403, 403, 200]),
+        row(M::POST,   "/api/v1/admin/dead-jobs/{nowhere}/requeue",            None,                                                     [401, 403, 403, 403, 404]),
     ]
 }
 

@@ -250,6 +250,15 @@ impl Client {
         }
         let response = request.send().await.expect("request sent");
         let status = response.status();
+        // An event stream never ends: its status is the answer.
+        let streaming = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if streaming {
+            return (status, Value::Null);
+        }
         let text = response.text().await.expect("body read");
         let value = if text.is_empty() {
             Value::Null
