@@ -6,24 +6,14 @@
 //! The generating tests need `OFFERFLOW_MODEL` (scripts/test.sh sets it) and the test cluster.
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{
-    catalog_id, client_data, fresh_database, llama, project_with_channels, worker, Client,
-};
+use common::{catalog_id, client_data, llama, project_with_channels, worker, Client, TestServer};
 use offerflow_http::generation::GenerationSettings;
-use offerflow_http::routes::users::{register_user, NewUser};
-use offerflow_http::seed::{seed_catalog, system_admin};
-use offerflow_http::server::{build_state, cli_metadata, serve_until, StateOptions};
-use offerflow_http::state::{AppConfig, AppState};
 use offerflow_http::worker::WorkerSetup;
-use projections::engine::EngineConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 const REQUESTS_DATA: &str = "/api/llm-model/requests-data";
@@ -31,45 +21,21 @@ const MULTIPLE: &str = "/api/llm-model/requests-data/multiple-creation";
 const RAW: &str = "/api/llm-model/requests-data/raw-multiple-creation";
 
 /// A real server like common's `TestServer`, with the generation settings under test.
-struct Server {
-    base: String,
-    url: String,
-    pool: PgPool,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+/// common's `TestServer` with the old API's helpers.
+struct Server(TestServer);
+
+impl std::ops::Deref for Server {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.0
+    }
 }
 
 impl Server {
     /// A fresh database with the catalog seeded and one admin.
     async fn start(worker: Option<WorkerSetup>, generation: GenerationSettings) -> Server {
-        let (url, pool) = fresh_database().await;
-        let (server, state) = Server::on(url, pool, worker, generation).await;
-        seed_catalog(&state, &cli_metadata()).await.expect("seed");
-        let admin = NewUser {
-            email: common::ADMIN_EMAIL.into(),
-            password: common::PASSWORD.into(),
-            name: "Admin".into(),
-            position: String::new(),
-            subdivision: String::new(),
-            is_admin: true,
-        };
-        register_user(&state, &cli_metadata(), system_admin(), admin)
-            .await
-            .expect("admin");
-        let (tx, position): (String, i64) = sqlx::query_as(
-            "SELECT transaction_id::text, global_position FROM events
-              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-        )
-        .fetch_one(&server.pool)
-        .await
-        .expect("the setup's events");
-        let token = format!("{tx}.{position}").parse().expect("token");
-        assert!(state
-            .engine
-            .wait_for(token, Duration::from_secs(10))
-            .await
-            .expect("wait"));
-        server
+        Server(TestServer::start_with(worker, generation).await)
     }
 
     /// A server on an existing database.
@@ -78,69 +44,12 @@ impl Server {
         pool: PgPool,
         worker: Option<WorkerSetup>,
         generation: GenerationSettings,
-    ) -> (Server, AppState) {
-        let state = build_state(
-            pool.clone(),
-            StateOptions {
-                worker,
-                generation,
-                config: AppConfig {
-                    consistency_wait_ms: 10_000,
-                    ..AppConfig::default()
-                },
-                jwt_secret: Some("a test signing key that is long enough".into()),
-                engine: EngineConfig {
-                    batch_size: 500,
-                    poll_interval: Duration::from_millis(100),
-                    ..EngineConfig::default()
-                },
-            },
-        )
-        .await
-        .expect("state builds");
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-        let serving = state.clone();
-        let task = tokio::spawn(async move {
-            serve_until(
-                serving,
-                "127.0.0.1:0".parse().expect("addr"),
-                move |addr| {
-                    let _ = addr_tx.send(addr);
-                },
-                async move {
-                    let _ = stop_rx.await;
-                },
-            )
-            .await
-        });
-        let addr = addr_rx.await.expect("server listens");
-        let server = Server {
-            base: format!("http://{addr}"),
-            url,
-            pool,
-            stop: Some(stop_tx),
-            task: Some(task),
-        };
-        (server, state)
+    ) -> Server {
+        Server(TestServer::on_with(url, pool, worker, generation).await)
     }
 
-    async fn stop(mut self) -> (String, PgPool) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server ran");
-        }
-        (self.url.clone(), self.pool.clone())
-    }
-
-    fn anonymous(&self) -> Client {
-        Client {
-            base: self.base.clone(),
-            http: reqwest::Client::new(),
-            token: None,
-        }
+    async fn stop(self) -> (String, PgPool) {
+        self.0.stop().await
     }
 
     fn with_token(&self, token: &str) -> Client {
@@ -148,22 +57,6 @@ impl Server {
             token: Some(token.to_string()),
             ..self.anonymous()
         }
-    }
-
-    async fn login(&self, email: &str) -> Client {
-        let (status, body) = self
-            .anonymous()
-            .post(
-                "/api/v1/auth/login",
-                json!({"email": email, "password": common::PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "login of {email}: {body}");
-        self.with_token(body["access_token"].as_str().expect("access token"))
-    }
-
-    async fn admin(&self) -> Client {
-        self.login(common::ADMIN_EMAIL).await
     }
 
     async fn user(&self, admin: &Client, email: &str) -> (String, Client) {
@@ -175,7 +68,7 @@ impl Server {
             .await;
         assert_eq!(status, StatusCode::CREATED, "create {email}: {body}");
         let id = body["id"].as_str().expect("id").to_string();
-        (id, self.login(email).await)
+        (id, self.0.login(email, common::PASSWORD).await)
     }
 
     /// How many events of this type the log holds.
@@ -697,7 +590,7 @@ async fn raw_multiple_creation_is_bounded_by_its_batch_size_and_its_timeout() {
 
     // It goes on in the background: a server with a worker finishes it.
     let (url, pool) = server.stop().await;
-    let (server, _) = Server::on(
+    let server = Server::on(
         url,
         pool,
         Some(worker(llama(2048), 3)),

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use offerflow_http::generation::GenerationSettings;
 use offerflow_http::routes::users::{register_user, NewUser};
 use offerflow_http::seed::{seed_catalog, system_admin};
 use offerflow_http::server::{build_state, cli_metadata, serve_until, StateOptions};
@@ -55,15 +56,20 @@ pub async fn fresh_database() -> (String, PgPool) {
 }
 
 pub async fn state_for(pool: PgPool) -> AppState {
-    state_with_worker(pool, None).await
+    state_with_worker(pool, None, GenerationSettings::default()).await
 }
 
-/// A state whose `serve` also runs `worker`.
-pub async fn state_with_worker(pool: PgPool, worker: Option<WorkerSetup>) -> AppState {
+/// A state whose `serve` also runs `worker`, with these generation settings.
+pub async fn state_with_worker(
+    pool: PgPool,
+    worker: Option<WorkerSetup>,
+    generation: GenerationSettings,
+) -> AppState {
     build_state(
         pool,
         StateOptions {
             worker,
+            generation,
             config: AppConfig {
                 consistency_wait_ms: 10_000,
                 ..AppConfig::default()
@@ -74,7 +80,6 @@ pub async fn state_with_worker(pool: PgPool, worker: Option<WorkerSetup>) -> App
                 poll_interval: Duration::from_millis(100),
                 ..EngineConfig::default()
             },
-            ..StateOptions::default()
         },
     )
     .await
@@ -98,8 +103,16 @@ impl TestServer {
 
     /// The same, with a generation worker running inside the server.
     pub async fn start_with_worker(worker: Option<WorkerSetup>) -> TestServer {
+        TestServer::start_with(worker, GenerationSettings::default()).await
+    }
+
+    /// The same, with the generation settings under test.
+    pub async fn start_with(
+        worker: Option<WorkerSetup>,
+        generation: GenerationSettings,
+    ) -> TestServer {
         let (url, pool) = fresh_database().await;
-        let server = TestServer::on_with_worker(url, pool, worker).await;
+        let server = TestServer::on_with(url, pool, worker, generation).await;
         seed_catalog(&server.state, &cli_metadata())
             .await
             .expect("seed");
@@ -140,7 +153,16 @@ impl TestServer {
         pool: PgPool,
         worker: Option<WorkerSetup>,
     ) -> TestServer {
-        let state = state_with_worker(pool.clone(), worker).await;
+        TestServer::on_with(url, pool, worker, GenerationSettings::default()).await
+    }
+
+    pub async fn on_with(
+        url: String,
+        pool: PgPool,
+        worker: Option<WorkerSetup>,
+        generation: GenerationSettings,
+    ) -> TestServer {
+        let state = state_with_worker(pool.clone(), worker, generation).await;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
         let serving = state.clone();
