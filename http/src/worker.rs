@@ -60,9 +60,15 @@ impl BusLedger {
 impl GenerationLedger for BusLedger {
     async fn work(&self, job: &ClaimedJob) -> anyhow::Result<Option<Work>> {
         // The job was committed with its event, so the log has the generation; a copy of the
-        // request remembered from before it was asked for does not.
+        // request remembered from before it was asked for does not, and one remembered from
+        // before an admin requeued it still shows it finished (the worker is woken at commit,
+        // before this process's memory learns of the requeue).
         let mut request: ClientRequest = self.bus.recorded(job.request_id).await?;
-        if !request.generations.contains_key(&job.generation_id) {
+        if request
+            .generations
+            .get(&job.generation_id)
+            .is_none_or(|generation| generation.finished)
+        {
             request = self
                 .bus
                 .requests
