@@ -6,9 +6,14 @@
 //! ```
 //! Generates one offer per client (default 8 clients, 64 tokens, 4 parallel sequences); all
 //! share the system message, as clients of one project do. Prints each text and the totals.
+//! With `OFFERFLOW_CHATS=chats.jsonl` (the `ceiling` example's format: `--write-chats`, or the
+//! generation bench's `--chats-out`) it takes the first `clients` of those chats instead, with
+//! their sampling parameters and the `max_tokens` given here.
 //! `RUST_LOG=inference_worker=trace` shows how much of each prompt came from the cache.
 
 use std::time::Instant;
+
+use anyhow::Context as _;
 
 use domain::chat::{ChatMessage, ChatRole, SamplingParams};
 use inference_worker::{GenerationInput, LlamaConfig, LlamaGenerator, TextGenerator};
@@ -55,26 +60,11 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed()
     );
 
-    let inputs: Vec<GenerationInput> = (0..clients)
-        .map(|i| GenerationInput {
-            messages: vec![
-                ChatMessage::new(ChatRole::System, SYSTEM),
-                ChatMessage::new(
-                    ChatRole::User,
-                    format!(
-                        "Клиент: {}. Напиши для него предложение.",
-                        CLIENTS[i % CLIENTS.len()]
-                    ),
-                ),
-            ],
-            params: SamplingParams {
-                temperature: 0.7,
-                top_p: 0.9,
-                max_tokens,
-                seed: i as u32,
-            },
-        })
-        .collect();
+    let inputs = match std::env::var_os("OFFERFLOW_CHATS") {
+        Some(path) => chats_from(&path, clients, max_tokens)?,
+        None => built_in(clients, max_tokens),
+    };
+    let clients = inputs.len();
 
     let started = Instant::now();
     let results = generator.generate(inputs).await;
@@ -109,4 +99,63 @@ async fn main() -> anyhow::Result<()> {
         f64::from(completion) / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+fn built_in(clients: usize, max_tokens: u32) -> Vec<GenerationInput> {
+    (0..clients)
+        .map(|i| GenerationInput {
+            messages: vec![
+                ChatMessage::new(ChatRole::System, SYSTEM),
+                ChatMessage::new(
+                    ChatRole::User,
+                    format!(
+                        "Клиент: {}. Напиши для него предложение.",
+                        CLIENTS[i % CLIENTS.len()]
+                    ),
+                ),
+            ],
+            params: SamplingParams {
+                temperature: 0.7,
+                top_p: 0.9,
+                max_tokens,
+                seed: i as u32,
+            },
+        })
+        .collect()
+}
+
+/// A line of a chats file: the messages and sampling of one generation.
+#[derive(serde::Deserialize)]
+struct Chat {
+    messages: Vec<ChatMessage>,
+    temperature: f32,
+    top_p: f32,
+    seed: u32,
+}
+
+fn chats_from(
+    path: &std::ffi::OsStr,
+    clients: usize,
+    max_tokens: u32,
+) -> anyhow::Result<Vec<GenerationInput>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the chats {}", path.to_string_lossy()))?;
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .take(clients)
+        .enumerate()
+        .map(|(i, line)| {
+            let chat: Chat = serde_json::from_str(line)
+                .with_context(|| format!("chat {} of {}", i + 1, path.to_string_lossy()))?;
+            Ok(GenerationInput {
+                messages: chat.messages,
+                params: SamplingParams {
+                    temperature: chat.temperature,
+                    top_p: chat.top_p,
+                    max_tokens,
+                    seed: chat.seed,
+                },
+            })
+        })
+        .collect()
 }
