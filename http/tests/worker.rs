@@ -435,7 +435,7 @@ async fn an_unreachable_backend_is_retried_then_the_job_dies_and_an_admin_requeu
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, requeued) = admin.post(&requeue, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{requeued}");
-    wait_for_batch(&admin, &project, &sms, Duration::from_secs(120)).await;
+    wait_for_batch(&admin, &project, &sms, Duration::from_secs(300)).await;
     let view = request_view(&admin, &id, &server.latest_write().await).await;
     assert_eq!(view["status"], "ok", "{view}");
     assert_eq!(view["messages"][1]["generation_id"], generation.as_str());
