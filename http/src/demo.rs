@@ -52,7 +52,7 @@ impl Numbers {
 /// Client `n` of the made-up data set (the same `n` gives the same client), columns in the
 /// data set's order.
 pub fn demo_client(n: u64) -> Vec<(String, Value)> {
-    let mut r = Numbers(n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x6f66_6665_72);
+    let mut r = Numbers(n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x006f_6666_6572);
     let all = r.below(400);
     // A fifth of the debts are unknown, written `NULL` as the bank's exports write them.
     let maybe_null = |r: &mut Numbers, max_rubles: u64| {

@@ -414,6 +414,8 @@ pub struct ImportSummary {
 
 /// Events per INSERT statement; all of them share one transaction.
 const CHUNK: usize = 2_000;
+/// Rows checked between two yields to the runtime.
+const YIELD_EVERY: usize = 500;
 
 /// Marks the import as started; the status row then exists before any work.
 pub async fn open_import(pool: &PgPool, plan: &ImportPlan, generate: bool) -> anyhow::Result<()> {
@@ -446,11 +448,22 @@ pub async fn record_import(
         rows: total,
         ..ImportSummary::default()
     };
+    let mut tx = state.pool.begin().await?;
+    // Taken first and held until commit: a `running` import whose row nobody holds has died
+    // (see `settle_abandoned`), however long the rows take to check.
+    sqlx::query("SELECT id FROM client_imports WHERE id = $1 FOR UPDATE")
+        .bind(plan.import_id)
+        .execute(&mut *tx)
+        .await?;
     // Rows are checked and turned into events first: a row wrong on its own is reported and
     // skipped, the same client twice in the file counts once.
     let mut seen = HashSet::with_capacity(plan.table.rows.len());
     let mut events = Vec::with_capacity(plan.table.rows.len());
-    for row in &plan.table.rows {
+    for (index, row) in plan.table.rows.iter().enumerate() {
+        if index % YIELD_EVERY == YIELD_EVERY - 1 {
+            // Checking a large file takes a while: let the server's other requests run.
+            tokio::task::yield_now().await;
+        }
         let reject = |reason: String| RejectedRow {
             sheet: row.sheet.clone(),
             row: row.row,
@@ -503,17 +516,11 @@ pub async fn record_import(
             ),
         ));
     }
-    let mut tx = state.pool.begin().await?;
-    // Held until commit: a `running` import whose row nobody holds has died (see `status`).
-    sqlx::query("SELECT id FROM client_imports WHERE id = $1 FOR UPDATE")
-        .bind(plan.import_id)
-        .execute(&mut *tx)
-        .await?;
     let mut done = summary.rejected.len() as u64 + summary.duplicates;
     progress(done, total);
     for chunk in events.chunks(CHUNK) {
         let rows: Vec<&EventRow> = chunk.iter().map(|(_, row)| row).collect();
-        let recorded = insert_new_in(&mut *tx, &rows)
+        let recorded = insert_new_in(&mut tx, &rows)
             .await
             .context("recording the imported client requests")?;
         summary.created += recorded.len() as u64;
@@ -547,7 +554,7 @@ pub async fn record_import(
         ));
     }
     let refs: Vec<&EventRow> = import_rows.iter().collect();
-    let recorded = crate::event_store::insert_in(&mut *tx, &refs)
+    let recorded = crate::event_store::insert_in(&mut tx, &refs)
         .await
         .context("recording the import")?;
     summary.token = recorded;

@@ -783,3 +783,61 @@ async fn the_cli_imports_a_file_into_a_project_channel() {
         300
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_cut_off_by_a_crash_shows_as_failed_and_a_retry_gives_the_whole_result() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (project, sms, _) = project_with_channels(&admin).await;
+    // What a process that died mid-import leaves: its status row, still `running`, held by no
+    // transaction (its transaction, and so every event of it, died with it).
+    let crashed = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO client_imports (id, project_id, channel_id, source, created_by, rows, started_at)
+         VALUES ($1, $2, $3, 'clients_dataset.xlsx', 'test', 1000, now() - interval '1 minute')",
+    )
+    .bind(crashed)
+    .bind(project.parse::<uuid::Uuid>().unwrap())
+    .bind(sms.parse::<uuid::Uuid>().unwrap())
+    .execute(&server.pool)
+    .await
+    .expect("a crashed import");
+    let (status, body) = admin.get(&format!("/api/v1/imports/{crashed}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("import the file again"),
+        "{body}"
+    );
+
+    let retried = import_file(&admin, &project, &sms, "clients_dataset.xlsx", dataset()).await;
+    assert_eq!(
+        (retried["created"].clone(), retried["duplicates"].clone()),
+        (json!(1000), json!(0)),
+        "{retried}"
+    );
+    // A running import whose transaction still holds its row is not mistaken for a dead one.
+    let running = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO client_imports (id, project_id, channel_id, source, created_by, started_at)
+         VALUES ($1, $2, $3, 'slow.csv', 'test', now() - interval '1 minute')",
+    )
+    .bind(running)
+    .bind(project.parse::<uuid::Uuid>().unwrap())
+    .bind(sms.parse::<uuid::Uuid>().unwrap())
+    .execute(&server.pool)
+    .await
+    .expect("a running import");
+    let mut holder = server.pool.begin().await.expect("tx");
+    sqlx::query("SELECT id FROM client_imports WHERE id = $1 FOR UPDATE")
+        .bind(running)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    let (_, body) = admin.get(&format!("/api/v1/imports/{running}")).await;
+    assert_eq!(body["status"], "running", "{body}");
+    holder.rollback().await.expect("rollback");
+}
