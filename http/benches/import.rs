@@ -57,20 +57,39 @@ async fn until_done(client: &Client, answer: Value) -> Value {
     view
 }
 
-async fn run(client: &Client, project: &str, channel: &str, name: &str, bytes: Vec<u8>) {
+async fn run(
+    server: &TestServer,
+    client: &Client,
+    project: &str,
+    channel: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) {
     let path = format!("/api/v1/projects/{project}/channels/{channel}/imports");
     let size = bytes.len();
     let started = Instant::now();
     let answer = upload(client, &path, name, bytes).await;
     let done = until_done(client, answer).await;
     let recorded = started.elapsed();
-    let (status, list) = client
-        .get_after(
-            &format!("/api/v1/projects/{project}/channels/{channel}/requests?limit=1"),
-            &done,
-        )
-        .await;
+    // A large import takes the read model longer than a query's consistency wait.
+    let token = done["consistency_token"]
+        .as_str()
+        .expect("a token")
+        .parse()
+        .expect("token");
+    let caught_up = server
+        .state
+        .engine
+        .wait_for(token, Duration::from_secs(600))
+        .await
+        .expect("wait");
     let projected = started.elapsed();
+    assert!(caught_up, "the read models caught up");
+    let (status, list) = client
+        .get(&format!(
+            "/api/v1/projects/{project}/channels/{channel}/requests?limit=1"
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let rows = done["rows"].as_u64().expect("rows");
     println!(
@@ -103,8 +122,16 @@ async fn main() {
         "/../../shared/data/clients_dataset.xlsx"
     );
     let bytes = std::fs::read(dataset).unwrap_or_else(|e| panic!("{dataset}: {e}"));
-    run(&admin, &project, &sms, "clients_dataset.xlsx", bytes).await;
+    run(
+        &server,
+        &admin,
+        &project,
+        &sms,
+        "clients_dataset.xlsx",
+        bytes,
+    )
+    .await;
     let csv = offerflow_http::demo::demo_csv(rows).into_bytes();
-    run(&admin, &project, &email, "generated.csv", csv).await;
+    run(&server, &admin, &project, &email, "generated.csv", csv).await;
     server.stop().await;
 }
