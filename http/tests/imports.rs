@@ -841,3 +841,34 @@ async fn an_import_cut_off_by_a_crash_shows_as_failed_and_a_retry_gives_the_whol
     assert_eq!(body["status"], "running", "{body}");
     holder.rollback().await.expect("rollback");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demo_source_imports_its_made_up_clients() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (project, sms, _) = project_with_channels(&admin).await;
+    // What `offerflow serve` does on its embedded PostgreSQL; twice, as on a restart.
+    for _ in 0..2 {
+        offerflow_http::demo::install_demo_source(&server.pool, &server.url)
+            .await
+            .expect("the demo source");
+    }
+    let path = format!("/api/v1/projects/{project}/channels/{sms}/imports/from-source");
+    let (status, body) = admin.post(&path, json!({"source": "demo"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let done = finished(&admin, &body).await;
+    assert_eq!(done["rows"], 1000, "{done}");
+    assert_eq!(done["created"], 1000, "{done}");
+    let list = requests_of(&admin, &project, &sms, &done).await;
+    let keys: Vec<&str> = list["items"][0]["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["key"].as_str().expect("key"))
+        .collect();
+    let bank: Vec<&str> = domain::client_import::BANK_COLUMNS
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(keys, bank, "the bank's 25 columns, in the data set's order");
+}
