@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod commands;
+pub mod demo;
 pub mod embedded_pg;
 pub mod error;
 pub mod event_store;
 pub mod extract;
 pub mod generation;
+pub mod import;
 pub mod llm;
 pub mod routes;
 pub mod seed;
@@ -45,6 +47,7 @@ use crate::state::AppState;
         (name = "projects", description = "Projects, members, channels and prompts"),
         (name = "requests", description = "Client requests and outcomes"),
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
+        (name = "imports", description = "Importing clients from files and client databases"),
     )
 )]
 struct ApiDoc;
@@ -82,6 +85,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::requests::router())
         .merge(routes::generations::router())
+        .merge(routes::imports::router())
 }
 
 async fn unknown_route() -> ApiError {
