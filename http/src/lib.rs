@@ -6,6 +6,7 @@ pub mod commands;
 pub mod embedded_pg;
 pub mod error;
 pub mod event_store;
+pub mod export;
 pub mod extract;
 pub mod generation;
 pub mod llm;
@@ -45,6 +46,7 @@ use crate::state::AppState;
         (name = "projects", description = "Projects, members, channels and prompts"),
         (name = "requests", description = "Client requests and outcomes"),
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
+        (name = "statistics", description = "What sells, through which channel, to which clients, with which prompt; generation figures; CSV and XLSX exports"),
     )
 )]
 struct ApiDoc;
@@ -82,6 +84,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::requests::router())
         .merge(routes::generations::router())
+        .merge(routes::statistics::router())
 }
 
 async fn unknown_route() -> ApiError {

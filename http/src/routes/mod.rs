@@ -5,5 +5,6 @@ pub mod generations;
 pub mod legacy;
 pub mod projects;
 pub mod requests;
+pub mod statistics;
 pub mod system;
 pub mod users;
