@@ -148,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let result = run(&pool, requests).await;
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {name}"))
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&admin)
         .await?;
     result

@@ -277,11 +277,41 @@ async fn chosen_projects(
     Ok(asked)
 }
 
-/// Which rows of a table with day and month rows make up the range `[$2, $3]`: whole months
-/// (`$4`: any; from `$5`, before `$6`) from month rows, the other days from day rows.
-const PERIODS: &str = "((period = 'month' AND $4 AND ($5::date IS NULL OR day >= $5) AND ($6::date IS NULL OR day < $6))
-      OR (period = 'day' AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)
-          AND NOT ($4 AND ($5::date IS NULL OR day >= $5) AND ($6::date IS NULL OR day < $6))))";
+/// Which rows of a table with day and month rows make up a date range: month rows for the whole
+/// months (`day` in [$2, $3)), day rows for the days before them ([$4, $5)) and after them
+/// ([$6, $7)). Plain ranges, so each part is a range scan of the primary key.
+const PERIODS: &str = "((period = 'month' AND day >= $2 AND day < $3)
+      OR (period = 'day' AND day >= $4 AND day < $5) OR (period = 'day' AND day >= $6 AND day < $7))";
+
+// PostgreSQL's dates reach further both ways; these stand for "no limit".
+fn first_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1, 1, 1).unwrap_or(NaiveDate::MIN)
+}
+
+fn last_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or(NaiveDate::MAX)
+}
+
+/// `[from, to]` as a half-open range of days.
+fn day_range(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (NaiveDate, NaiveDate) {
+    (
+        from.unwrap_or_else(first_day),
+        to.and_then(|d| d.succ_opt()).unwrap_or_else(last_day),
+    )
+}
+
+/// The half-open ranges [`PERIODS`] binds: whole months, days before them, days after them.
+fn period_ranges(from: Option<NaiveDate>, to: Option<NaiveDate>) -> [NaiveDate; 6] {
+    let (first, last) = (first_day(), last_day());
+    let (start, end) = day_range(from, to);
+    let (month_from, month_to, any_month) = whole_months(from, to);
+    if !any_month {
+        return [first, first, start, end, first, first];
+    }
+    let month_from = month_from.unwrap_or(first);
+    let month_to = month_to.unwrap_or(last);
+    [month_from, month_to, start, month_from, month_to, end]
+}
 
 /// The figures, summed from the daily rows of the chosen projects and days.
 pub async fn compute(
@@ -291,7 +321,8 @@ pub async fn compute(
     to: Option<NaiveDate>,
 ) -> anyhow::Result<Statistics> {
     use anyhow::Context;
-    let days = "project_id = ANY($1) AND ($2::date IS NULL OR day >= $2) AND ($3::date IS NULL OR day <= $3)";
+    let days = "project_id = ANY($1) AND day >= $2 AND day < $3";
+    let (start, end) = day_range(from, to);
     let (members,): (i64,) = sqlx::query_as(
         "SELECT count(DISTINCT user_id) FROM statistics_project_members WHERE project_id = ANY($1)",
     )
@@ -352,7 +383,7 @@ pub async fn compute(
     } else {
         ("statistics_requests", "project_id", projects)
     };
-    let (month_from, month_to, any_month) = whole_months(from, to);
+    let ranges = period_ranges(from, to);
     let groups: Vec<Group> = sqlx::query_as(&format!(
         "SELECT {owner} AS project_id, channel_id, cluster, prompt_version, sum(requests)::int8 AS requests,
                 sum(sold)::int8 AS sold, sum(interest)::int8 AS interest,
@@ -364,11 +395,12 @@ pub async fn compute(
          HAVING sum(requests) <> 0"
     ))
     .bind(owners)
-    .bind(from)
-    .bind(to)
-    .bind(any_month)
-    .bind(month_from)
-    .bind(month_to)
+    .bind(ranges[0])
+    .bind(ranges[1])
+    .bind(ranges[2])
+    .bind(ranges[3])
+    .bind(ranges[4])
+    .bind(ranges[5])
     .fetch_all(pool)
     .await
     .context("summing requests")?;
@@ -514,11 +546,12 @@ pub async fn compute(
           ORDER BY s.name, r.channel_id, r.prompt_version"
     ))
     .bind(projects)
-    .bind(from)
-    .bind(to)
-    .bind(any_month)
-    .bind(month_from)
-    .bind(month_to)
+    .bind(ranges[0])
+    .bind(ranges[1])
+    .bind(ranges[2])
+    .bind(ranges[3])
+    .bind(ranges[4])
+    .bind(ranges[5])
     .fetch_all(pool)
     .await
     .context("summing ratings")?;
@@ -531,37 +564,47 @@ pub async fn compute(
            FROM statistics_generation_daily WHERE {days} GROUP BY day ORDER BY day"
     ))
     .bind(generation_owners)
-    .bind(from)
-    .bind(to)
+    .bind(start)
+    .bind(end)
     .fetch_all(pool)
     .await
     .context("summing generation work")?;
-    let buckets: Vec<(NaiveDate, i32, i64)> = sqlx::query_as(&format!(
-        "SELECT day, bucket, sum(messages)::int8 FROM statistics_latency_daily WHERE {days}
-          GROUP BY day, bucket ORDER BY day, bucket"
+    // The nearest-rank median and p95 of each day, found in the summed histogram by the
+    // database, so only two buckets a day come back.
+    let latencies: Vec<(NaiveDate, Option<i32>, Option<i32>)> = sqlx::query_as(&format!(
+        "WITH histogram AS (
+              SELECT day, bucket, sum(messages) AS n FROM statistics_latency_daily WHERE {days}
+               GROUP BY day, bucket),
+              running AS (
+              SELECT day, bucket, sum(n) OVER (PARTITION BY day ORDER BY bucket) AS seen,
+                     sum(n) OVER (PARTITION BY day) AS total
+                FROM histogram)
+         SELECT day, min(bucket) FILTER (WHERE seen >= greatest(ceil(0.5 * total), 1)),
+                min(bucket) FILTER (WHERE seen >= greatest(ceil(0.95 * total), 1))
+           FROM running WHERE total > 0 GROUP BY day"
     ))
     .bind(generation_owners)
-    .bind(from)
-    .bind(to)
+    .bind(start)
+    .bind(end)
     .fetch_all(pool)
     .await
     .context("reading latency histograms")?;
+    let mut latencies: std::collections::HashMap<NaiveDate, (Option<i32>, Option<i32>)> = latencies
+        .into_iter()
+        .map(|(day, median, p95)| (day, (median, p95)))
+        .collect();
     let generation = work
         .into_iter()
         .map(
             |(day, generated, failures, permanent_failures, tokens, duration_ms)| {
-                let histogram: Vec<(i32, i64)> = buckets
-                    .iter()
-                    .filter(|(d, _, _)| *d == day)
-                    .map(|(_, b, n)| (*b, *n))
-                    .collect();
+                let (median, p95) = latencies.remove(&day).unwrap_or_default();
                 GenerationDay {
                     day,
                     generated,
                     failures,
                     permanent_failures,
-                    median_latency_ms: percentile(&histogram, 0.5),
-                    p95_latency_ms: percentile(&histogram, 0.95),
+                    median_latency_ms: median.map(latency_of_bucket),
+                    p95_latency_ms: p95.map(latency_of_bucket),
                     tokens_per_second: (duration_ms > 0)
                         .then(|| tokens as f64 * 1000.0 / duration_ms as f64),
                 }
@@ -610,23 +653,6 @@ fn whole_months(
         _ => true,
     };
     (start, end, any)
-}
-
-/// The nearest-rank percentile `q` of a histogram `(bucket, count)` sorted by bucket.
-fn percentile(histogram: &[(i32, i64)], q: f64) -> Option<f64> {
-    let n: i64 = histogram.iter().map(|(_, c)| c).sum();
-    if n <= 0 {
-        return None;
-    }
-    let rank = ((q * n as f64).ceil() as i64).max(1);
-    let mut seen = 0;
-    for &(bucket, count) in histogram {
-        seen += count;
-        if seen >= rank {
-            return Some(latency_of_bucket(bucket));
-        }
-    }
-    histogram.last().map(|&(b, _)| latency_of_bucket(b))
 }
 
 fn uuid_cell(id: &Uuid) -> Cell {
@@ -892,10 +918,27 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_take_the_nearest_rank() {
-        let histogram = [(10, 1), (20, 1), (30, 2)];
-        assert_eq!(percentile(&histogram, 0.5), Some(latency_of_bucket(20)));
-        assert_eq!(percentile(&histogram, 0.95), Some(latency_of_bucket(30)));
-        assert_eq!(percentile(&[], 0.5), None);
+    fn a_range_reads_whole_months_from_month_rows_and_the_rest_from_day_rows() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        assert_eq!(
+            period_ranges(Some(d("2026-01-15")), Some(d("2026-04-30"))),
+            [
+                d("2026-02-01"),
+                d("2026-05-01"),
+                d("2026-01-15"),
+                d("2026-02-01"),
+                d("2026-05-01"),
+                d("2026-05-01")
+            ]
+        );
+        let (first, last) = (d("0001-01-01"), d("9999-12-31"));
+        assert_eq!(
+            period_ranges(None, None),
+            [first, last, first, first, last, last]
+        );
+        assert_eq!(
+            period_ranges(Some(d("2026-03-02")), Some(d("2026-03-31"))),
+            [first, first, d("2026-03-02"), d("2026-04-01"), first, first]
+        );
     }
 }
