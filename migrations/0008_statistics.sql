@@ -113,5 +113,6 @@ CREATE TABLE statistics_latency_daily (
     day        date    NOT NULL,
     bucket     integer NOT NULL,
     messages   bigint  NOT NULL,
-    PRIMARY KEY (project_id, day, bucket)
+    -- The count in the key too: summing a day's histograms reads the index alone.
+    PRIMARY KEY (project_id, day, bucket) INCLUDE (messages)
 );

@@ -56,38 +56,39 @@ const FILL: &[&str] = &[
      SELECT id, project_id, channel_id, id::text, 'bench', '[]', '[]', cluster, 'ok', outcome,
             day + time '12:00', day + time '12:00'
        FROM bench_raw",
-    // The subscriber's rows, as it would have written them.
+    // The subscriber's rows, as it would have written them: day after day.
     "INSERT INTO statistics_requests
      SELECT project_id, period, d, channel_id, cluster, prompt_version, count(*),
             count(*) FILTER (WHERE outcome = 'sold'), count(*) FILTER (WHERE outcome = 'interest'),
             count(*) FILTER (WHERE outcome = 'negative_reaction'), count(*) FILTER (WHERE outcome = 'positive_reaction'),
             count(*) FILTER (WHERE outcome = 'reflection'), count(*) FILTER (WHERE outcome = 'undefined')
        FROM bench_raw, LATERAL (VALUES ('day', day), ('month', date_trunc('month', day)::date)) AS p(period, d)
-      GROUP BY project_id, period, d, channel_id, cluster, prompt_version",
+      GROUP BY project_id, period, d, channel_id, cluster, prompt_version ORDER BY d",
     "INSERT INTO statistics_requests_by_product
      SELECT p.product_id, r.period, r.day, r.channel_id, r.cluster, r.prompt_version, sum(r.requests), sum(r.sold),
             sum(r.interest), sum(r.negative_reaction), sum(r.positive_reaction), sum(r.reflection), sum(r.undefined)
        FROM statistics_requests r JOIN statistics_projects p USING (project_id)
-      GROUP BY p.product_id, r.period, r.day, r.channel_id, r.cluster, r.prompt_version",
+      GROUP BY p.product_id, r.period, r.day, r.channel_id, r.cluster, r.prompt_version ORDER BY r.day",
     "INSERT INTO statistics_ratings
      SELECT project_id, period, d, channel_id, prompt_version, count(*) FILTER (WHERE rating = 'ok'),
             count(*) FILTER (WHERE rating = 'error'), count(*) FILTER (WHERE rating = 'revision'),
             count(*) FILTER (WHERE rating = 'undefined')
        FROM bench_raw, LATERAL (VALUES ('day', day), ('month', date_trunc('month', day)::date)) AS p(period, d)
       WHERE generated
-      GROUP BY project_id, period, d, channel_id, prompt_version",
+      GROUP BY project_id, period, d, channel_id, prompt_version ORDER BY d",
     // Generation figures per project and day, and (the nil project) over all projects.
     "INSERT INTO statistics_generation_daily
      SELECT coalesce(project_id, '00000000-0000-0000-0000-000000000000'), day, count(*) FILTER (WHERE generated),
             count(*) FILTER (WHERE NOT generated AND duration_ms % 20 = 0), 0, 40 * count(*) FILTER (WHERE generated),
             coalesce(sum(duration_ms) FILTER (WHERE generated), 0)
-       FROM bench_raw GROUP BY GROUPING SETS ((project_id, day), (day))",
+       FROM bench_raw GROUP BY GROUPING SETS ((project_id, day), (day)) ORDER BY day",
     "INSERT INTO statistics_latency_daily
      SELECT coalesce(project_id, '00000000-0000-0000-0000-000000000000'), day, floor(ln(duration_ms) / ln(1.05))::int + 1,
             count(*)
        FROM bench_raw WHERE generated
       GROUP BY GROUPING SETS ((project_id, day, floor(ln(duration_ms) / ln(1.05))::int + 1),
-                              (day, floor(ln(duration_ms) / ln(1.05))::int + 1))",
+                              (day, floor(ln(duration_ms) / ln(1.05))::int + 1))
+      ORDER BY day",
     "VACUUM ANALYZE",
 ];
 
