@@ -8,6 +8,7 @@ pub mod error;
 pub mod event_store;
 pub mod extract;
 pub mod generation;
+pub mod history;
 pub mod llm;
 pub mod routes;
 pub mod seed;
@@ -45,6 +46,7 @@ use crate::state::AppState;
         (name = "projects", description = "Projects, members, channels and prompts"),
         (name = "requests", description = "Client requests and outcomes"),
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
+        (name = "audit", description = "History of each aggregate, the audit feed, schema versions"),
     )
 )]
 struct ApiDoc;
@@ -82,6 +84,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::requests::router())
         .merge(routes::generations::router())
+        .merge(routes::history::router())
 }
 
 async fn unknown_route() -> ApiError {

@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod generations;
+pub mod history;
 pub mod legacy;
 pub mod projects;
 pub mod requests;
