@@ -487,13 +487,14 @@ async fn request_as_of(
                 status_reason = None;
                 updated_at = Some(at);
             }
+            // A failure that will be retried changes nothing a reader sees.
             ClientRequestEvent::GenerationFailed {
-                error, permanent, ..
+                error,
+                permanent: true,
+                ..
             } => {
-                if *permanent {
-                    status_reason = Some(error.clone());
-                    updated_at = Some(at);
-                }
+                status_reason = Some(error.clone());
+                updated_at = Some(at);
             }
             ClientRequestEvent::MessageRated {
                 message_id,
