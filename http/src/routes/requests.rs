@@ -487,7 +487,6 @@ async fn request_as_of(
                 status_reason = None;
                 updated_at = Some(at);
             }
-            // A failure that will be retried changes nothing a reader sees.
             ClientRequestEvent::GenerationFailed {
                 error,
                 permanent: true,
@@ -510,7 +509,7 @@ async fn request_as_of(
                 status_reason = None;
                 updated_at = Some(at);
             }
-            #[allow(unreachable_patterns)]
+            // A failure that will be retried changes nothing shown here.
             _ => {}
         }
     }
