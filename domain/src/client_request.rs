@@ -156,6 +156,8 @@ pub enum ClientRequestCommand {
     },
     RecordOutcome {
         outcome: Outcome,
+        /// The employee credited with the outcome (the caller checks they are a project member).
+        credited_to: Option<Uuid>,
     },
     /// Asks for an offer. The caller builds `messages` (prompt::offer_messages, or
     /// prompt::follow_up_messages over [`ClientRequest::thread_for`] for a follow-up) and
@@ -194,9 +196,7 @@ pub enum ClientRequestCommand {
         comment: Option<String>,
     },
     /// An admin sends a generation that failed for good back to the workers.
-    RequeueGeneration {
-        generation_id: Uuid,
-    },
+    RequeueGeneration { generation_id: Uuid },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,8 +209,12 @@ pub enum ClientRequestEvent {
         client_data: Vec<ClientField>,
         client_data_decoding: Vec<ColumnDescription>,
     },
+    /// Schema version 2 added `credited_to`; version 1 events are upcast when read
+    /// ([`crate::upcast`]).
     OutcomeRecorded {
         outcome: Outcome,
+        /// The employee credited with the outcome, for the bank's sales incentives.
+        credited_to: Option<Uuid>,
     },
     /// Everything needed to explain and reproduce the text: the exact messages, the model, the
     /// prompt version and the sampling parameters.
@@ -265,7 +269,11 @@ impl DomainEvent for ClientRequestEvent {
     }
 
     fn event_version(&self) -> String {
-        crate::EVENT_SCHEMA_VERSION.to_string()
+        match self {
+            ClientRequestEvent::OutcomeRecorded { .. } => crate::upcast::OUTCOME_RECORDED_VERSION,
+            _ => crate::EVENT_SCHEMA_VERSION,
+        }
+        .to_string()
     }
 }
 
@@ -274,6 +282,8 @@ pub struct ClientRequest {
     pub project_id: Option<Uuid>,
     pub channel_id: Option<Uuid>,
     pub outcome: Option<Outcome>,
+    #[serde(default)]
+    pub outcome_credited_to: Option<Uuid>,
     /// The client's columns and descriptions, for building prompts.
     pub client_data: Vec<ClientField>,
     pub client_data_decoding: Vec<ColumnDescription>,
@@ -449,15 +459,26 @@ impl Aggregate for ClientRequest {
                 )
                 .await;
             }
-            ClientRequestCommand::RecordOutcome { outcome } => {
+            ClientRequestCommand::RecordOutcome {
+                outcome,
+                credited_to,
+            } => {
                 if self.project_id.is_none() {
                     return Err(DomainError::NotFound {
                         what: "client request",
                     });
                 }
-                if self.outcome.unwrap_or(Outcome::Undefined) != outcome {
-                    sink.write(ClientRequestEvent::OutcomeRecorded { outcome }, self)
-                        .await;
+                if self.outcome.unwrap_or(Outcome::Undefined) != outcome
+                    || (self.outcome.is_some() && self.outcome_credited_to != credited_to)
+                {
+                    sink.write(
+                        ClientRequestEvent::OutcomeRecorded {
+                            outcome,
+                            credited_to,
+                        },
+                        self,
+                    )
+                    .await;
                 }
             }
             ClientRequestCommand::RequestGeneration {
@@ -641,7 +662,13 @@ impl Aggregate for ClientRequest {
                 self.client_data = client_data;
                 self.client_data_decoding = client_data_decoding;
             }
-            ClientRequestEvent::OutcomeRecorded { outcome } => self.outcome = Some(outcome),
+            ClientRequestEvent::OutcomeRecorded {
+                outcome,
+                credited_to,
+            } => {
+                self.outcome = Some(outcome);
+                self.outcome_credited_to = credited_to;
+            }
             ClientRequestEvent::GenerationRequested {
                 generation_id,
                 user_message_id,
@@ -875,39 +902,39 @@ mod tests {
 
     #[tokio::test]
     async fn outcomes_are_recorded_when_they_change() {
+        let seller = Some(Uuid::from_u128(7));
+        let record = |outcome, credited_to| ClientRequestCommand::RecordOutcome {
+            outcome,
+            credited_to,
+        };
+        let recorded = |outcome, credited_to| ClientRequestEvent::OutcomeRecorded {
+            outcome,
+            credited_to,
+        };
         RequestTest::with(())
             .given(vec![created()])
-            .when_async(ClientRequestCommand::RecordOutcome {
-                outcome: Outcome::Sold,
-            })
+            .when_async(record(Outcome::Sold, seller))
             .await
-            .then_expect_events(vec![ClientRequestEvent::OutcomeRecorded {
-                outcome: Outcome::Sold,
-            }]);
+            .then_expect_events(vec![recorded(Outcome::Sold, seller)]);
         RequestTest::with(())
-            .given(vec![
-                created(),
-                ClientRequestEvent::OutcomeRecorded {
-                    outcome: Outcome::Sold,
-                },
-            ])
-            .when_async(ClientRequestCommand::RecordOutcome {
-                outcome: Outcome::Sold,
-            })
+            .given(vec![created(), recorded(Outcome::Sold, seller)])
+            .when_async(record(Outcome::Sold, seller))
             .await
             .then_expect_events(vec![]);
+        // The same outcome credited to someone else is a change the bank pays differently.
+        RequestTest::with(())
+            .given(vec![created(), recorded(Outcome::Sold, seller)])
+            .when_async(record(Outcome::Sold, None))
+            .await
+            .then_expect_events(vec![recorded(Outcome::Sold, None)]);
         RequestTest::with(())
             .given(vec![created()])
-            .when_async(ClientRequestCommand::RecordOutcome {
-                outcome: Outcome::Undefined,
-            })
+            .when_async(record(Outcome::Undefined, seller))
             .await
             .then_expect_events(vec![]);
         RequestTest::with(())
             .given_no_previous_events()
-            .when_async(ClientRequestCommand::RecordOutcome {
-                outcome: Outcome::Sold,
-            })
+            .when_async(record(Outcome::Sold, None))
             .await
             .then_expect_error(DomainError::NotFound {
                 what: "client request",

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod metadata;
 pub mod project;
 pub mod prompt;
+pub mod upcast;
 pub mod user;
 mod validate;
 

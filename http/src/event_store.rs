@@ -298,9 +298,10 @@ where
         let mut aggregate = A::default();
         let version = serialized.len();
         for event in serialized {
-            let envelope = EventEnvelope::<A>::try_from(event).map_err(|e| {
-                anyhow::anyhow!("{} {id} has an event that does not decode: {e}", A::TYPE)
-            })?;
+            let envelope =
+                EventEnvelope::<A>::try_from(domain::upcast::upcast(event)).map_err(|e| {
+                    anyhow::anyhow!("{} {id} has an event that does not decode: {e}", A::TYPE)
+                })?;
             aggregate.apply(envelope.payload);
         }
         let known = Known {

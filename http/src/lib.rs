@@ -11,6 +11,7 @@ pub mod export;
 pub mod extract;
 pub mod generation;
 pub mod import;
+pub mod history;
 pub mod llm;
 pub mod routes;
 pub mod seed;
@@ -50,6 +51,7 @@ use crate::state::AppState;
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
         (name = "imports", description = "Importing clients from files and client databases"),
         (name = "statistics", description = "What sells, through which channel, to which clients, with which prompt; generation figures; CSV and XLSX exports"),
+        (name = "audit", description = "History of each aggregate, the audit feed, schema versions"),
     )
 )]
 struct ApiDoc;
@@ -89,6 +91,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::generations::router())
         .merge(routes::imports::router())
         .merge(routes::statistics::router())
+        .merge(routes::history::router())
 }
 
 async fn unknown_route() -> ApiError {

@@ -12,6 +12,8 @@
 //!   editing the project, its members, channels, prompts and guardrails; managers and admins may
 //!   do everything; dead generation jobs are for admins; performers import clients, admins
 //!   register client sources;
+//! - an aggregate's history is read by whoever may read the aggregate; the audit feed is for
+//!   admins;
 //! - anyone signed in may create a project.
 //!
 //! An allowed call is written as the exact success status it must answer.
@@ -199,6 +201,16 @@ fn matrix() -> Vec<Row> {
         row(M::GET,    "/api/v1/statistics?project_id={project}&format=csv",   None,                                                     [401, 404, 403, 200, 200]),
         row(M::GET,    "/api/v1/statistics",                                   None,                                                     [401, 200, 200, 200, 200]),
         row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/requests?format=csv", None,                                            [401, 404, 200, 200, 200]),
+        // History and audit: whoever may read a thing may read its history.
+        row(M::GET,    "/api/v1/requests/{request}/history",                   None,                                                     [401, 404, 200, 200, 200]),
+        row(M::GET,    "/api/v1/requests/{nowhere}/history",                   None,                                                     [401, 404, 404, 404, 404]),
+        row(M::GET,    "/api/v1/projects/{project}/history",                   None,                                                     [401, 404, 200, 200, 200]),
+        row(M::GET,    "/api/v1/projects/{nowhere}/history",                   None,                                                     [401, 404, 404, 404, 404]),
+        row(M::GET,    "/api/v1/products/{product}/history",                   None,                                                     [401, 200, 200, 200, 200]),
+        row(M::GET,    "/api/v1/channels/{sms}/history",                       None,                                                     [401, 200, 200, 200, 200]),
+        row(M::GET,    "/api/v1/users/{me}/history",                           None,                                                     [401, 200, 200, 200, 200]),
+        row(M::GET,    "/api/v1/users/{spare}/history",                        None,                                                     [401, 403, 403, 403, 200]),
+        row(M::GET,    "/api/v1/audit/events",                                 None,                                                     [401, 403, 403, 403, 200]),
     ]
 }
 

@@ -243,7 +243,10 @@ async fn a_subscriber_sees_every_event_once_in_per_aggregate_order_under_ten_wri
                         .execute(
                             &state.bus.requests,
                             id,
-                            ClientRequestCommand::RecordOutcome { outcome },
+                            ClientRequestCommand::RecordOutcome {
+                                outcome,
+                                credited_to: None,
+                            },
                             &metadata,
                         )
                         .await

@@ -373,7 +373,10 @@ async fn run(state: &AppState, world: &World, op: &Op) {
             bus.execute(
                 &bus.requests,
                 id,
-                ClientRequestCommand::RecordOutcome { outcome },
+                ClientRequestCommand::RecordOutcome {
+                    outcome,
+                    credited_to: None,
+                },
                 &meta,
             )
             .await

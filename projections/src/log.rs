@@ -24,6 +24,22 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// The event in the schema this build reads (older versions upcast).
+    pub fn upcast(mut self) -> Self {
+        if let Some(payload) = self.payload.take() {
+            let (version, payload) = domain::upcast::upcast_parts(
+                &self.aggregate_type,
+                &self.event_type,
+                &self.event_version,
+                payload,
+                &self.metadata,
+            );
+            self.event_version = version;
+            self.payload = Some(payload);
+        }
+        self
+    }
+
     pub fn decode<E: DeserializeOwned>(&self) -> anyhow::Result<E> {
         let payload = self.payload.clone().ok_or_else(|| {
             anyhow::anyhow!(
@@ -87,5 +103,5 @@ pub async fn read_after(
     .bind(&types)
     .fetch_all(pool)
     .await?;
-    Ok(events)
+    Ok(events.into_iter().map(StoredEvent::upcast).collect())
 }

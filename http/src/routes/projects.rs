@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use domain::catalog::{Product, SalesChannel};
 use domain::guardrails::default_max_chars;
 use domain::ids;
-use domain::project::{CatalogFacts, Project, ProjectCommand, UserFacts};
+use domain::project::{CatalogFacts, Project, ProjectCommand, ProjectEvent, UserFacts};
 use domain::user::{normalize_email, User};
 use domain::Role;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use crate::auth::Authenticated;
 use crate::commands::{Accepted, Executed};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{like_pattern, ApiJson, ApiPath, ApiQuery, Page, ReadAfter};
+use crate::history::{events_until, fold, AsOf};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -300,16 +301,24 @@ async fn create_project(
     Ok((StatusCode::CREATED, Json(done.accepted(id))))
 }
 
-/// One project, with its product and counts.
-#[utoipa::path(get, path = "/projects/{id}", tag = "projects", params(("id" = Uuid, Path)),
-    responses((status = 200, body = ProjectView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+/// One project, with its product and counts. With `?as_of=` the project as it was then, folded
+/// from the log (404 if it did not exist yet): its product's details are today's, and
+/// `my_role` is the caller's role then (empty if they were not a member).
+#[utoipa::path(get, path = "/projects/{id}", tag = "projects", params(("id" = Uuid, Path), AsOf),
+    responses((status = 200, body = ProjectView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_project(
     State(state): State<AppState>,
     caller: Authenticated,
     _fresh: ReadAfter,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(at): ApiQuery<AsOf>,
 ) -> ApiResult<Json<ProjectView>> {
+    let as_of = at.checked()?;
     project_role(&state, &caller, id).await?;
+    if let Some(as_of) = as_of {
+        return Ok(Json(project_as_of(&state, &caller, id, as_of).await?));
+    }
     let row: ProjectRow = sqlx::query_as(&format!("{PROJECT_SELECT} WHERE p.id = $2"))
         .bind(caller.user_id)
         .bind(id)
@@ -317,6 +326,83 @@ async fn get_project(
         .await?
         .ok_or_else(|| ApiError::not_found("project"))?;
     Ok(Json(project_view(row, caller.is_admin)))
+}
+
+/// The project folded by the domain code from the events recorded by `as_of`.
+async fn project_as_of(
+    state: &AppState,
+    caller: &Authenticated,
+    id: Uuid,
+    as_of: DateTime<Utc>,
+) -> ApiResult<ProjectView> {
+    let events = events_until::<Project>(&state.pool, id, as_of).await?;
+    let project: Project = fold(&events);
+    let product_id = match (project.created, project.product_id) {
+        (true, Some(product_id)) => product_id,
+        _ => return Err(ApiError::not_found("project")),
+    };
+    let created_at = events
+        .first()
+        .map(|(at, _)| *at)
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    // As the projects table does: a channel's attachment and prompt are the channel's news,
+    // not the project's.
+    let updated_at = events
+        .iter()
+        .rev()
+        .find(|(_, e)| {
+            !matches!(
+                e,
+                ProjectEvent::ChannelAttached { .. } | ProjectEvent::ChannelPromptChanged { .. }
+            )
+        })
+        .map_or(created_at, |(at, _)| *at);
+    let product: (String, String, String, Option<String>) =
+        sqlx::query_as("SELECT key, name, description, link FROM products WHERE id = $1")
+            .bind(product_id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!("project {id}'s product {product_id} is not in the catalog")
+            })?;
+    // Requests are other aggregates and never leave their project: counted by their creation
+    // time, which the requests table keeps as the creation event's.
+    let (requests,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM client_requests WHERE project_id = $1 AND created_at <= $2",
+    )
+    .bind(id)
+    .bind(as_of)
+    .fetch_one(&state.pool)
+    .await?;
+    let my_role = if caller.is_admin {
+        Role::Manager.as_str().to_string()
+    } else {
+        project
+            .members
+            .get(&caller.user_id)
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default()
+    };
+    Ok(ProjectView {
+        id,
+        name: project.name,
+        description: project.description,
+        product: ProductRef {
+            id: product_id,
+            key: product.0,
+            name: product.1,
+            description: product.2,
+            link: product.3,
+        },
+        archived: project.archived,
+        my_role,
+        members: project.members.len() as i64,
+        channels: project.channels.values().filter(|c| c.attached).count() as i64,
+        requests,
+        banned_phrases: project.banned_phrases,
+        created_at,
+        updated_at,
+    })
 }
 
 #[derive(Deserialize, ToSchema)]

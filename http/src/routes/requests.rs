@@ -5,11 +5,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::client_request::{
-    ClientField, ClientRequest, ClientRequestCommand, ColumnDescription, Outcome,
+    sent_text, ClientField, ClientRequest, ClientRequestCommand, ClientRequestEvent,
+    ColumnDescription, MessageRating, Outcome,
 };
 use domain::ids;
 use domain::project::Project;
 use domain::Role;
+use projections::read_models::client_requests::cluster_of;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -22,6 +24,7 @@ use crate::commands::Accepted;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::export::{download, Cell, Format, Table};
 use crate::extract::{like_pattern, ApiJson, ApiPath, ApiQuery, Page, ReadAfter};
+use crate::history::{events_until, fold, AsOf};
 use crate::routes::projects::{created_or_ok, project_role};
 use crate::state::AppState;
 
@@ -450,15 +453,21 @@ fn export_table(rows: Vec<ExportRow>) -> ApiResult<Table> {
     })
 }
 
-/// One client request (members of its project).
-#[utoipa::path(get, path = "/requests/{id}", tag = "requests", params(("id" = Uuid, Path)),
-    responses((status = 200, body = ClientRequestView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+/// One client request (members of its project). With `?as_of=` the request as it was then,
+/// folded from the log: 404 if it did not exist yet.
+#[utoipa::path(get, path = "/requests/{id}", tag = "requests", params(("id" = Uuid, Path), AsOf),
+    responses((status = 200, body = ClientRequestView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
 async fn get_request(
     State(state): State<AppState>,
     caller: Authenticated,
     _fresh: ReadAfter,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(at): ApiQuery<AsOf>,
 ) -> ApiResult<Json<ClientRequestView>> {
+    if let Some(as_of) = at.checked()? {
+        return Ok(Json(request_as_of(&state, &caller, id, as_of).await?));
+    }
     let row: RequestRow = sqlx::query_as(
         "SELECT id, project_id, channel_id, client_id, source, client_data, client_data_decoding, cluster, status,
                 status_reason, outcome, created_at, updated_at FROM client_requests WHERE id = $1",
@@ -484,11 +493,188 @@ async fn get_request(
     Ok(Json(view))
 }
 
+/// The request as it was at `as_of`: the domain aggregate folded from the events recorded by
+/// then, with the times and message details those events carry, in the live answer's shape.
+async fn request_as_of(
+    state: &AppState,
+    caller: &Authenticated,
+    id: Uuid,
+    as_of: DateTime<Utc>,
+) -> ApiResult<ClientRequestView> {
+    let events = events_until::<ClientRequest>(&state.pool, id, as_of).await?;
+    let request: ClientRequest = fold(&events);
+    let (Some(project_id), Some(channel_id)) = (request.project_id, request.channel_id) else {
+        return Err(ApiError::not_found("client request"));
+    };
+    project_role(state, caller, project_id)
+        .await
+        .map_err(|_| ApiError::not_found("client request"))?;
+    let mut client_id = None;
+    let mut source = String::new();
+    let mut created_at = None;
+    let mut updated_at = None;
+    let mut status_reason = None;
+    let mut messages: Vec<MessageView> = Vec::new();
+    // `updated_at` and `status_reason` move on the events the requests table moves them on.
+    for (at, event) in &events {
+        let at = *at;
+        match event {
+            ClientRequestEvent::ClientRequestCreated {
+                client_id: client,
+                source: from,
+                ..
+            } => {
+                client_id = client.clone();
+                source = from.clone();
+                created_at = Some(at);
+                updated_at = Some(at);
+            }
+            ClientRequestEvent::OutcomeRecorded { .. } => updated_at = Some(at),
+            ClientRequestEvent::GenerationRequested {
+                generation_id,
+                user_message_id,
+                parent_message_id,
+                instruction,
+                messages: sent,
+                model,
+                prompt_version,
+                ..
+            } => {
+                if !messages.iter().any(|m| m.id == *user_message_id) {
+                    messages.push(MessageView {
+                        id: *user_message_id,
+                        message_type: "user".into(),
+                        text: sent_text(instruction.as_deref(), sent),
+                        status: MessageRating::Undefined.as_str().into(),
+                        comment: None,
+                        flags: sqlx::types::Json(Vec::new()),
+                        generation_id: *generation_id,
+                        parent_id: *parent_message_id,
+                        model: Some(model.clone()),
+                        prompt_version: Some(*prompt_version as i32),
+                        prompt_tokens: None,
+                        completion_tokens: None,
+                        duration_ms: None,
+                        created_at: at,
+                    });
+                }
+                status_reason = None;
+                updated_at = Some(at);
+            }
+            ClientRequestEvent::MessageGenerated {
+                generation_id,
+                message_id,
+                text,
+                model,
+                prompt_tokens,
+                completion_tokens,
+                duration_ms,
+                flags,
+            } => {
+                let asked = messages
+                    .iter()
+                    .find(|m| m.generation_id == *generation_id && m.message_type == "user")
+                    .map(|m| (m.id, m.prompt_version));
+                if !messages.iter().any(|m| m.id == *message_id) {
+                    messages.push(MessageView {
+                        id: *message_id,
+                        message_type: "system".into(),
+                        text: text.clone(),
+                        status: MessageRating::Undefined.as_str().into(),
+                        comment: None,
+                        flags: sqlx::types::Json(flags.clone()),
+                        generation_id: *generation_id,
+                        parent_id: asked.map(|(id, _)| id),
+                        model: Some(model.clone()),
+                        prompt_version: asked.and_then(|(_, version)| version),
+                        prompt_tokens: Some(*prompt_tokens as i32),
+                        completion_tokens: Some(*completion_tokens as i32),
+                        duration_ms: Some(*duration_ms as i64),
+                        created_at: at,
+                    });
+                }
+                status_reason = None;
+                updated_at = Some(at);
+            }
+            ClientRequestEvent::GenerationFailed {
+                error,
+                permanent: true,
+                ..
+            } => {
+                status_reason = Some(error.clone());
+                updated_at = Some(at);
+            }
+            ClientRequestEvent::MessageRated {
+                message_id,
+                rating,
+                comment,
+            } => {
+                if let Some(message) = messages.iter_mut().find(|m| m.id == *message_id) {
+                    message.status = rating.as_str().into();
+                    message.comment = comment.clone();
+                }
+            }
+            ClientRequestEvent::GenerationRequeued { .. } => {
+                status_reason = None;
+                updated_at = Some(at);
+            }
+            // A failure that will be retried changes nothing shown here.
+            _ => {}
+        }
+    }
+    messages.sort_by_key(|m| (m.created_at, m.message_type != "user", m.id));
+    let created_at = created_at.ok_or_else(|| ApiError::not_found("client request"))?;
+    let columns = request
+        .client_data
+        .iter()
+        .map(|f| ClientColumn {
+            key: f.key.clone(),
+            value: f.value.clone(),
+            description: request
+                .client_data_decoding
+                .iter()
+                .find(|d| d.key == f.key)
+                .map(|d| d.description.clone()),
+        })
+        .collect();
+    Ok(ClientRequestView {
+        id,
+        project_id,
+        channel_id,
+        client_id,
+        source,
+        client_data: request
+            .client_data
+            .iter()
+            .map(|f| (f.key.clone(), f.value.clone()))
+            .collect(),
+        client_data_decoding: request
+            .client_data_decoding
+            .iter()
+            .map(|d| (d.key.clone(), Value::String(d.description.clone())))
+            .collect(),
+        columns,
+        cluster: cluster_of(&request.client_data),
+        status: request.status().as_str().into(),
+        status_reason,
+        success_type: request
+            .outcome
+            .unwrap_or(Outcome::Undefined)
+            .as_str()
+            .into(),
+        created_at,
+        updated_at: updated_at.unwrap_or(created_at),
+        messages: Some(messages),
+    })
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeUpdate {
     #[schema(value_type = String, example = "sold")]
     pub success_type: Outcome,
+    /// The project member credited with the outcome (default: the caller).
+    pub credited_to: Option<Uuid>,
 }
 
 /// Records what came of the offer (members).
@@ -513,8 +699,18 @@ async fn record_outcome(
             domain::DomainError::NotFound { .. } => ApiError::not_found("client request"),
             other => other.into(),
         })?;
+    // The caller may record outcomes here (a member or an admin); anyone else credited must be
+    // a member, so sales are never credited to strangers.
+    let credited_to = body.credited_to.unwrap_or(caller.user_id);
+    if credited_to != caller.user_id && !project.members.contains_key(&credited_to) {
+        return Err(ApiError::invalid(
+            "credited_to",
+            "must be a member of the request's project",
+        ));
+    }
     let command = ClientRequestCommand::RecordOutcome {
         outcome: body.success_type,
+        credited_to: Some(credited_to),
     };
     let done = state
         .bus

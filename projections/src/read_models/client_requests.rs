@@ -13,7 +13,7 @@ use crate::{Projection, StoredEvent};
 /// The client column whose value is the client's segment, used by filters and statistics.
 pub const CLUSTER_COLUMN: &str = "super_clust";
 
-pub(crate) fn cluster_of(client_data: &[ClientField]) -> Option<String> {
+pub fn cluster_of(client_data: &[ClientField]) -> Option<String> {
     client_data
         .iter()
         .find(|f| f.key == CLUSTER_COLUMN)
@@ -150,7 +150,7 @@ impl Projection for ClientRequestsProjection {
                     created.created_by.push(event.actor());
                     created.at.push(event.recorded_at);
                 }
-                ClientRequestEvent::OutcomeRecorded { outcome } => {
+                ClientRequestEvent::OutcomeRecorded { outcome, .. } => {
                     created.flush(db).await?;
                     outcomes
                         .latest

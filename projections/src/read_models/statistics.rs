@@ -429,7 +429,7 @@ impl Projection for StatisticsProjection {
                         ));
                         continue;
                     }
-                    ClientRequestEvent::OutcomeRecorded { outcome } => {
+                    ClientRequestEvent::OutcomeRecorded { outcome, .. } => {
                         run.events
                             .push((event.aggregate_uuid()?, Change::Outcome(outcome.as_str())));
                         continue;
@@ -675,7 +675,7 @@ async fn apply_request(db: &mut PgConnection, event: &StoredEvent) -> anyhow::Re
             }
             Ok(())
         }
-        ClientRequestEvent::OutcomeRecorded { outcome } => {
+        ClientRequestEvent::OutcomeRecorded { outcome, .. } => {
             let Some(old) = request_place(db, request).await? else {
                 return Ok(());
             };
