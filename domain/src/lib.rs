@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod chat;
+pub mod client_import;
 pub mod client_request;
 mod error;
 pub mod guardrails;

@@ -390,3 +390,101 @@ where
         }
     }
 }
+
+/// Bulk path for imports: records the first events of aggregates that may already exist, in the
+/// caller's transaction. An aggregate the log already has keeps its history (the insert skips
+/// it); the answer names the aggregates this statement created. Callers wake the subscribers
+/// (`Engine::events_committed`) once they commit.
+pub async fn insert_new_in(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&EventRow],
+) -> Result<Vec<String>, sqlx::Error> {
+    let columns = Columns::of(rows);
+    sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+         ON CONFLICT (aggregate_type, aggregate_id, sequence) DO NOTHING
+         RETURNING aggregate_id",
+    )
+    .bind(&columns.types)
+    .bind(&columns.ids)
+    .bind(&columns.sequences)
+    .bind(&columns.event_types)
+    .bind(&columns.versions)
+    .bind(&columns.payloads)
+    .bind(&columns.metadata)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Records events in the caller's transaction (a taken sequence number fails it); the token
+/// names the last of them.
+pub async fn insert_in(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&EventRow],
+) -> Result<Option<ConsistencyToken>, sqlx::Error> {
+    let columns = Columns::of(rows);
+    let recorded: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+         RETURNING transaction_id::text, global_position",
+    )
+    .bind(&columns.types)
+    .bind(&columns.ids)
+    .bind(&columns.sequences)
+    .bind(&columns.event_types)
+    .bind(&columns.versions)
+    .bind(&columns.payloads)
+    .bind(&columns.metadata)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut newest: Option<ConsistencyToken> = None;
+    for (tx_id, position) in recorded {
+        let transaction_id = tx_id.parse().map_err(|_| {
+            sqlx::Error::Protocol(format!("transaction id {tx_id} is not a number"))
+        })?;
+        let token = ConsistencyToken {
+            transaction_id,
+            global_position: position,
+        };
+        if newest.is_none_or(|n| n.global_position < position) {
+            newest = Some(token);
+        }
+    }
+    Ok(newest)
+}
+
+/// Event rows as the column arrays one UNNEST insert binds.
+struct Columns<'a> {
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    sequences: Vec<i64>,
+    event_types: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<&'a serde_json::Value>,
+    metadata: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &[&'a EventRow]) -> Self {
+        let mut columns = Columns {
+            types: Vec::with_capacity(rows.len()),
+            ids: Vec::with_capacity(rows.len()),
+            sequences: Vec::with_capacity(rows.len()),
+            event_types: Vec::with_capacity(rows.len()),
+            versions: Vec::with_capacity(rows.len()),
+            payloads: Vec::with_capacity(rows.len()),
+            metadata: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            columns.types.push(row.aggregate_type);
+            columns.ids.push(row.aggregate_id.as_str());
+            columns.sequences.push(row.sequence);
+            columns.event_types.push(row.event_type.as_str());
+            columns.versions.push(row.event_version.as_str());
+            columns.payloads.push(&row.payload);
+            columns.metadata.push(&row.metadata);
+        }
+        columns
+    }
+}

@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod commands;
+pub mod demo;
 pub mod embedded_pg;
 pub mod error;
 pub mod event_store;
 pub mod extract;
 pub mod generation;
+pub mod import;
 pub mod llm;
 pub mod routes;
 pub mod seed;
@@ -46,6 +48,7 @@ use crate::state::AppState;
         (name = "projects", description = "Projects, members, channels and prompts"),
         (name = "requests", description = "Client requests and outcomes"),
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
+        (name = "imports", description = "Importing clients from files and client databases"),
     )
 )]
 struct ApiDoc;
@@ -83,6 +86,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::requests::router())
         .merge(routes::generations::router())
+        .merge(routes::imports::router())
 }
 
 async fn wrong_method() -> ApiError {

@@ -81,6 +81,8 @@ enum Command {
         #[command(subcommand)]
         command: SeedCommand,
     },
+    /// Imports clients from a spreadsheet or CSV file into a project channel.
+    Import(ImportArgs),
     /// Administration.
     Admin {
         #[command(subcommand)]
@@ -117,7 +119,39 @@ struct ServeArgs {
     #[arg(long, env = "OFFERFLOW_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     worker: bool,
     #[command(flatten)]
+    import: ImportLimitArgs,
+    #[command(flatten)]
     llm: LlmArgs,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The file: .xlsx (and .xls, .xlsb, .ods; every sheet, first row = column names) or .csv.
+    file: PathBuf,
+    /// The project's id.
+    #[arg(long)]
+    project: uuid::Uuid,
+    /// The id of a sales channel attached to the project.
+    #[arg(long)]
+    channel: uuid::Uuid,
+    /// A JSON object column → description, adding to or overriding the bank's dictionary.
+    #[arg(long)]
+    decoding: Option<PathBuf>,
+    /// Queue an offer for every created request.
+    #[arg(long)]
+    generate: bool,
+    #[command(flatten)]
+    limits: ImportLimitArgs,
+}
+
+#[derive(Args)]
+struct ImportLimitArgs {
+    /// Largest file one import accepts, in bytes.
+    #[arg(long, env = "OFFERFLOW_IMPORT_MAX_BYTES", default_value_t = 50 * 1024 * 1024)]
+    import_max_bytes: usize,
+    /// Most client rows one import accepts.
+    #[arg(long, env = "OFFERFLOW_IMPORT_MAX_ROWS", default_value_t = 200_000)]
+    import_max_rows: usize,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +250,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Import(args) => {
+            let state = tool_state(&db).await?;
+            import_file(&state, args).await
+        }
         Command::Admin {
             command:
                 AdminCommand::CreateUser {
@@ -272,6 +310,8 @@ async fn run_serve(
         access_token_ttl_seconds: args.access_token_ttl,
         refresh_token_ttl_seconds: args.refresh_token_ttl,
         ready_max_lag_seconds: args.ready_max_lag_seconds,
+        import_max_bytes: args.import.import_max_bytes,
+        import_max_rows: args.import.import_max_rows,
     };
     let worker = if args.worker {
         Some(args.llm.worker().await?)
@@ -289,6 +329,9 @@ async fn run_serve(
         },
     )
     .await?;
+    if db.is_embedded() {
+        offerflow_http::demo::install_demo_source(&state.pool, &db.url).await?;
+    }
     let first_admin = if args.bootstrap {
         bootstrap(&state).await?
     } else {
@@ -360,6 +403,131 @@ async fn rebuild(state: &AppState, name: Option<String>) -> anyhow::Result<()> {
             report.elapsed.as_secs_f64(),
             report.events_per_second()
         );
+    }
+    Ok(())
+}
+
+async fn import_file(state: &AppState, args: ImportArgs) -> anyhow::Result<()> {
+    use domain::project::Project;
+    use offerflow_http::import::ImportLimits;
+    use offerflow_http::import::{open_import, plan, read_decoding, read_file, record_import};
+
+    let fail = |e: offerflow_http::error::ApiError| anyhow::anyhow!("{e}");
+    let project: Project = state.bus.load(args.project).await.map_err(fail)?;
+    if project.product_id.is_none() {
+        anyhow::bail!("project {} does not exist", args.project);
+    }
+    if !project.channel_attached(args.channel) {
+        anyhow::bail!(
+            "sales channel {} is not attached to project {}",
+            args.channel,
+            args.project
+        );
+    }
+    let decoding = match &args.decoding {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the decoding {}", path.display()))?;
+            read_decoding(&bytes).map_err(fail)?
+        }
+        None => Vec::new(),
+    };
+    let limits = ImportLimits {
+        max_bytes: args.limits.import_max_bytes,
+        max_rows: args.limits.import_max_rows,
+    };
+    let name = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "import".into());
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("reading {name}"));
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?
+        .len();
+    if size > limits.max_bytes as u64 {
+        anyhow::bail!(
+            "{name} is larger than {} bytes (OFFERFLOW_IMPORT_MAX_BYTES)",
+            limits.max_bytes
+        );
+    }
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let reading = name.clone();
+    let table = tokio::task::spawn_blocking(move || read_file(&reading, &bytes, limits))
+        .await?
+        .map_err(fail)?;
+    spinner.finish_and_clear();
+    let plan = plan(
+        uuid::Uuid::new_v4(),
+        args.project,
+        args.channel,
+        name.clone(),
+        table,
+        &decoding,
+        cli_metadata(),
+    )
+    .map_err(fail)?;
+    open_import(&state.pool, &plan, args.generate).await?;
+    let bar = ProgressBar::new(plan.table.rows.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.clone());
+    let summary = match record_import(state, &plan, &|done, _| bar.set_position(done)).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ =
+                offerflow_http::import::fail_import(&state.pool, plan.import_id, &format!("{e:#}"))
+                    .await;
+            return Err(e);
+        }
+    };
+    bar.finish_and_clear();
+    println!(
+        "{name}: {} rows, {} created, {} duplicates, {} rejected (import {})",
+        summary.rows,
+        summary.created,
+        summary.duplicates,
+        summary.rejected.len(),
+        plan.import_id
+    );
+    for rejected in summary.rejected.iter().take(20) {
+        let sheet = rejected
+            .sheet
+            .as_deref()
+            .map(|s| format!("{s}, "))
+            .unwrap_or_default();
+        println!(
+            "  rejected: {sheet}row {}: {}",
+            rejected.row, rejected.reason
+        );
+    }
+    if summary.rejected.len() > 20 {
+        println!("  … and {} more rejected rows", summary.rejected.len() - 20);
+    }
+    if args.generate {
+        let queued = offerflow_http::routes::imports::queue_generations(
+            state,
+            &project,
+            args.channel,
+            &summary.created_ids,
+            &plan.metadata,
+        )
+        .await
+        .map_err(fail)?;
+        sqlx::query("UPDATE client_imports SET generations_queued = $2 WHERE id = $1")
+            .bind(plan.import_id)
+            .bind(queued as i64)
+            .execute(&state.pool)
+            .await?;
+        println!("{queued} offers queued for generation");
     }
     Ok(())
 }

@@ -19,6 +19,19 @@ pub struct AppConfig {
     pub access_token_ttl_seconds: i64,
     pub refresh_token_ttl_seconds: i64,
     pub ready_max_lag_seconds: f64,
+    /// Largest file one import accepts, in bytes.
+    pub import_max_bytes: usize,
+    /// Most client rows one import accepts.
+    pub import_max_rows: usize,
+}
+
+impl AppConfig {
+    pub fn import_limits(&self) -> crate::import::ImportLimits {
+        crate::import::ImportLimits {
+            max_bytes: self.import_max_bytes,
+            max_rows: self.import_max_rows,
+        }
+    }
 }
 
 impl Default for AppConfig {
@@ -29,6 +42,8 @@ impl Default for AppConfig {
             access_token_ttl_seconds: 900,
             refresh_token_ttl_seconds: 30 * 24 * 3600,
             ready_max_lag_seconds: 10.0,
+            import_max_bytes: crate::import::ImportLimits::default().max_bytes,
+            import_max_rows: crate::import::ImportLimits::default().max_rows,
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - inside a project, outsiders get 404 (the project's existence is not revealed), performers
 //!   read everything, add client requests, generate offers and record outcomes but get 403 for
 //!   editing the project, its members, channels, prompts and guardrails; managers and admins may
-//!   do everything; dead generation jobs are for admins;
+//!   do everything; dead generation jobs are for admins; performers import clients, admins
+//!   register client sources;
 //! - anyone signed in may create a project.
 //!
 //! An allowed call is written as the exact success status it must answer.
@@ -178,6 +179,15 @@ fn matrix() -> Vec<Row> {
         row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/generation-progress", None,                                            [401, 404, 200, 200, 200]),
         row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/generation-progress/stream", None,                                     [401, 404, 200, 200, 200]),
         row(M::PUT,    "/api/v1/messages/{nowhere}/rating",                    Some(r#"{"status": "ok"}"#),                              [401, 404, 404, 404, 404]),
+        // Imports: whoever may add clients may import (a JSON body where a file belongs is 415,
+        // an unknown source 422, once the rights are checked); client sources are registered and
+        // removed by admins and listed, without credentials, to anyone signed in.
+        row(M::POST,   "/api/v1/projects/{project}/channels/{sms}/imports",    Some(r#"{}"#),                                            [401, 404, 415, 415, 415]),
+        row(M::POST,   "/api/v1/projects/{project}/channels/{sms}/imports/from-source", Some(r#"{"source": "nowhere"}"#),               [401, 404, 422, 422, 422]),
+        row(M::GET,    "/api/v1/imports/{nowhere}",                            None,                                                     [401, 404, 404, 404, 404]),
+        row(M::GET,    "/api/v1/client-sources",                               None,                                                     [401, 200, 200, 200, 200]),
+        row(M::POST,   "/api/v1/client-sources",                               Some(r#"{"name": "s{n}", "dsn": "mysql://x/y", "query": "SELECT 1"}"#), [401, 403, 403, 403, 422]),
+        row(M::DELETE, "/api/v1/client-sources/{nowhere}",                     None,                                                     [401, 403, 403, 403, 404]),
         row(M::GET,    "/api/v1/admin/dead-jobs",                              None,                                                     [401, 403, 403, 403, 200]),
         row(M::POST,   "/api/v1/admin/dead-jobs/{nowhere}/requeue",            None,                                                     [401, 403, 403, 403, 404]),
     ]

@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod catalog;
 pub mod generations;
+pub mod imports;
 pub mod legacy;
 pub mod projects;
 pub mod requests;
