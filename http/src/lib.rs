@@ -7,6 +7,7 @@ pub mod demo;
 pub mod embedded_pg;
 pub mod error;
 pub mod event_store;
+pub mod export;
 pub mod extract;
 pub mod generation;
 pub mod import;
@@ -49,6 +50,7 @@ use crate::state::AppState;
         (name = "requests", description = "Client requests and outcomes"),
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
         (name = "imports", description = "Importing clients from files and client databases"),
+        (name = "statistics", description = "What sells, through which channel, to which clients, with which prompt; generation figures; CSV and XLSX exports"),
     )
 )]
 struct ApiDoc;
@@ -87,6 +89,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::requests::router())
         .merge(routes::generations::router())
         .merge(routes::imports::router())
+        .merge(routes::statistics::router())
 }
 
 async fn wrong_method() -> ApiError {

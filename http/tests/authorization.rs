@@ -190,6 +190,15 @@ fn matrix() -> Vec<Row> {
         row(M::DELETE, "/api/v1/client-sources/{nowhere}",                     None,                                                     [401, 403, 403, 403, 404]),
         row(M::GET,    "/api/v1/admin/dead-jobs",                              None,                                                     [401, 403, 403, 403, 200]),
         row(M::POST,   "/api/v1/admin/dead-jobs/{nowhere}/requeue",            None,                                                     [401, 403, 403, 403, 404]),
+
+        // Statistics: for the project's managers and admins; with no project named, each caller
+        // gets the projects they manage (none for outsiders and performers: empty figures).
+        row(M::GET,    "/api/v1/projects/{project}/statistics",                None,                                                     [401, 404, 403, 200, 200]),
+        row(M::GET,    "/api/v1/projects/{project}/statistics?format=xlsx",    None,                                                     [401, 404, 403, 200, 200]),
+        row(M::GET,    "/api/v1/projects/{nowhere}/statistics",                None,                                                     [401, 404, 404, 404, 404]),
+        row(M::GET,    "/api/v1/statistics?project_id={project}&format=csv",   None,                                                     [401, 404, 403, 200, 200]),
+        row(M::GET,    "/api/v1/statistics",                                   None,                                                     [401, 200, 200, 200, 200]),
+        row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/requests?format=csv", None,                                            [401, 404, 200, 200, 200]),
     ]
 }
 

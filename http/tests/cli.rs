@@ -225,7 +225,13 @@ async fn administration_commands_work_on_a_given_database() {
 
     let (ok, out) = with_db(&["projections", "rebuild"]);
     assert!(ok, "{out}");
-    for name in ["catalog", "users", "projects", "client_requests"] {
+    for name in [
+        "catalog",
+        "users",
+        "projects",
+        "client_requests",
+        "statistics",
+    ] {
         assert!(
             out.contains(&format!("{name:<18} rebuilt: 31 events")),
             "{name} replayed every event: {out}"
@@ -233,7 +239,13 @@ async fn administration_commands_work_on_a_given_database() {
     }
     let (ok, out) = with_db(&["projections", "status"]);
     assert!(ok, "{out}");
-    for name in ["catalog", "users", "projects", "client_requests"] {
+    for name in [
+        "catalog",
+        "users",
+        "projects",
+        "client_requests",
+        "statistics",
+    ] {
         let line = out
             .lines()
             .find(|l| l.starts_with(name))
@@ -244,7 +256,12 @@ async fn administration_commands_work_on_a_given_database() {
     }
     let (ok, out) = with_db(&["projections", "rebuild", "statistics"]);
     assert!(
-        !ok && out.contains("no read model named statistics"),
+        ok && out.contains(&format!("{:<18} rebuilt: 31 events", "statistics")),
+        "one read model rebuilt by name: {out}"
+    );
+    let (ok, out) = with_db(&["projections", "rebuild", "forecasts"]);
+    assert!(
+        !ok && out.contains("no read model named forecasts"),
         "{out}"
     );
 

@@ -22,5 +22,6 @@ pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(read_models::users::UsersProjection),
         std::sync::Arc::new(read_models::projects::ProjectsProjection),
         std::sync::Arc::new(read_models::client_requests::ClientRequestsProjection),
+        std::sync::Arc::new(read_models::statistics::StatisticsProjection),
     ]
 }

@@ -6,5 +6,6 @@ pub mod imports;
 pub mod legacy;
 pub mod projects;
 pub mod requests;
+pub mod statistics;
 pub mod system;
 pub mod users;

@@ -1,6 +1,7 @@
 //! Client requests: one client inside one project channel, and the outcome of the offer.
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::client_request::{
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use crate::auth::Authenticated;
 use crate::commands::Accepted;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::export::{download, Cell, Format, Table};
 use crate::extract::{like_pattern, ApiJson, ApiPath, ApiQuery, Page, ReadAfter};
 use crate::routes::projects::{created_or_ok, project_role};
 use crate::state::AppState;
@@ -262,6 +264,9 @@ pub struct RequestFilter {
     /// `created_at` (default), `client_id`, `status`, `success_type`, `cluster`, `source`;
     /// prefix `-` for descending.
     pub sort: Option<String>,
+    /// `json` (default, paged); `csv` or `xlsx`: every matching request as a file, one row per
+    /// client (id, its columns, cluster, outcome, status, the latest offer and its rating).
+    pub format: Option<String>,
 }
 
 const STATUSES: [&str; 4] = ["initial", "in_progress", "ok", "error"];
@@ -285,10 +290,12 @@ fn sort_clause(sort: Option<&str>) -> ApiResult<String> {
     Ok(format!("{column} {direction} NULLS LAST, id {direction}"))
 }
 
-/// The clients of a project channel, filtered, sorted and paged (members).
+/// The clients of a project channel, filtered, sorted and paged (members); with `format=csv`
+/// or `format=xlsx`, all of them as a file.
 #[utoipa::path(get, path = "/projects/{id}/channels/{channel_id}/requests", tag = "requests",
     params(("id" = Uuid, Path), ("channel_id" = Uuid, Path), RequestFilter, Page),
-    responses((status = 200, body = ClientRequestList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = ClientRequestList, description = "JSON, or with format=csv|xlsx the file"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn list_requests(
     State(state): State<AppState>,
@@ -297,8 +304,9 @@ async fn list_requests(
     ApiPath((project_id, channel_id)): ApiPath<(Uuid, Uuid)>,
     ApiQuery(filter): ApiQuery<RequestFilter>,
     ApiQuery(page): ApiQuery<Page>,
-) -> ApiResult<Json<ClientRequestList>> {
+) -> ApiResult<Response> {
     project_role(&state, &caller, project_id).await?;
+    let format = Format::parse(filter.format.as_deref())?;
     if let Some(status) = &filter.status {
         if !STATUSES.contains(&status.as_str()) {
             return Err(ApiError::bad_request(
@@ -322,6 +330,30 @@ async fn list_requests(
         AND ($5::text IS NULL OR source = $5) AND ($6::text IS NULL OR client_id = $6)
         AND ($7::text IS NULL OR cluster = $7)
         AND ($8::text IS NULL OR client_id ILIKE $8 OR source ILIKE $8 OR cluster ILIKE $8 OR client_data::text ILIKE $8)";
+    if format != Format::Json {
+        let rows: Vec<ExportRow> = sqlx::query_as(&format!(
+            // The latest offer's columns are renamed so that the filter and the order still
+            // name only the request's own columns.
+            "SELECT id, client_id, client_data, cluster, outcome, status, offer.offer_text, offer.offer_rating
+               FROM client_requests
+               LEFT JOIN LATERAL (SELECT m.text AS offer_text, m.rating AS offer_rating
+                                    FROM client_request_messages m
+                                   WHERE m.request_id = client_requests.id AND m.message_type = 'system'
+                                   ORDER BY m.created_at DESC, m.id DESC LIMIT 1) offer ON true
+              WHERE {condition} ORDER BY {order}"
+        ))
+        .bind(project_id)
+        .bind(channel_id)
+        .bind(&filter.status)
+        .bind(&filter.success_type)
+        .bind(&filter.source)
+        .bind(&filter.client_id)
+        .bind(&filter.cluster)
+        .bind(&pattern)
+        .fetch_all(&state.pool)
+        .await?;
+        return download(format, "requests", &[export_table(rows)?]);
+    }
     let rows: Vec<RequestRow> = sqlx::query_as(&format!(
         "SELECT id, project_id, channel_id, client_id, source, client_data, client_data_decoding, cluster, status,
                 status_reason, outcome, created_at, updated_at
@@ -372,7 +404,84 @@ async fn list_requests(
     for item in &mut items {
         item.latest_offer = offers.remove(&item.id);
     }
-    Ok(Json(ClientRequestList { items, total }))
+    Ok(Json(ClientRequestList { items, total }).into_response())
+}
+
+#[derive(sqlx::FromRow)]
+struct ExportRow {
+    id: Uuid,
+    client_id: Option<String>,
+    client_data: Value,
+    cluster: Option<String>,
+    outcome: String,
+    status: String,
+    offer_text: Option<String>,
+    offer_rating: Option<String>,
+}
+
+/// The requests as one table: the client's columns in the order they first appear.
+fn export_table(rows: Vec<ExportRow>) -> ApiResult<Table> {
+    let mut columns: Vec<String> = Vec::new();
+    let mut clients = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let fields: Vec<ClientField> =
+            serde_json::from_value(row.client_data.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "request {}: stored client_data does not decode: {e}",
+                    row.id
+                )
+            })?;
+        for field in &fields {
+            if !columns.contains(&field.key) {
+                columns.push(field.key.clone());
+            }
+        }
+        clients.push(fields);
+    }
+    let mut headers: Vec<String> = vec!["request_id".into(), "client_id".into()];
+    headers.extend(columns.iter().cloned());
+    headers.extend(
+        [
+            "cluster",
+            "success_type",
+            "status",
+            "latest_offer",
+            "offer_rating",
+        ]
+        .map(String::from),
+    );
+    let table_rows = rows
+        .into_iter()
+        .zip(clients)
+        .map(|(row, fields)| {
+            let mut cells: Vec<Cell> = vec![row.id.to_string().into(), row.client_id.into()];
+            for column in &columns {
+                cells.push(
+                    match fields.iter().find(|f| &f.key == column).map(|f| &f.value) {
+                        None | Some(Value::Null) => Cell::Empty,
+                        Some(Value::String(text)) => Cell::Text(text.clone()),
+                        Some(Value::Number(n)) => n
+                            .as_i64()
+                            .map(Cell::Int)
+                            .or_else(|| n.as_f64().map(Cell::Float))
+                            .unwrap_or(Cell::Empty),
+                        Some(other) => Cell::Text(other.to_string()),
+                    },
+                );
+            }
+            cells.push(row.cluster.into());
+            cells.push(row.outcome.into());
+            cells.push(row.status.into());
+            cells.push(row.offer_text.into());
+            cells.push(row.offer_rating.into());
+            cells
+        })
+        .collect();
+    Ok(Table {
+        name: "requests".into(),
+        headers,
+        rows: table_rows,
+    })
 }
 
 /// One client request (members of its project).

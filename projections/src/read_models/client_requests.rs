@@ -13,7 +13,7 @@ use crate::{Projection, StoredEvent};
 /// The client column whose value is the client's segment, used by filters and statistics.
 pub const CLUSTER_COLUMN: &str = "super_clust";
 
-fn cluster_of(client_data: &[ClientField]) -> Option<String> {
+pub(crate) fn cluster_of(client_data: &[ClientField]) -> Option<String> {
     client_data
         .iter()
         .find(|f| f.key == CLUSTER_COLUMN)

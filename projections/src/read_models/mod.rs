@@ -2,4 +2,5 @@
 pub mod catalog;
 pub mod client_requests;
 pub mod projects;
+pub mod statistics;
 pub mod users;
