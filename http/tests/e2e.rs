@@ -12,24 +12,22 @@ use e2e_support::Browser;
 use reqwest::StatusCode;
 use serde_json::json;
 
-/// A client file with the shape of the bank's clients_dataset.xlsx (its columns, in its order),
-/// as CSV: eight clients.
+/// A client file with the shape of the bank's clients_dataset.xlsx (its 25 columns, in its
+/// order), as CSV: eight clients, and one column of the marketer's own.
 const CLIENTS_CSV: &str = "\
-gender,age,reg_region_nm,cnt_tr_all_3m,cnt_tr_top_up_3m,cnt_tr_cash_3m,cnt_tr_buy_3m,cnt_tr_mobile_3m,cnt_tr_oil_3m,cnt_tr_on_card_3m,cnt_tr_service_3m,cnt_zp_12m,sum_zp_12m,limit_exchange_count,max_outstanding_amount_6m,avg_outstanding_amount_3m,cnt_dep_act,sum_dep_now,avg_dep_avg_balance_1month,max_dep_avg_balance_3month,app_vehicle_ind,app_position_type_nm,visit_purposes,qnt_months_from_last_visit,super_clust
-0,52.7,Ханты-Мансийский автономный округ - Югра,201,18,6,97,7,46,11,2,33,1217025.56,0,NULL,NULL,0,279.88,277.87,276.03,0, ,DCARD,10,\"a. Супер-ЗП (6,15)\"
-0,26.9,Республика Татарстан (Татарстан),9,3,0,0,0,0,6,0,4,106140,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL, ,DCARD,15,c. Масс-ЗП закредитованные (12)
-1,41.2,Москва,150,12,3,120,9,0,4,2,12,980000,1,150000,120000,1,500000,480000,510000,1,Специалист,CCARD,3,b. ЗП-клиенты (7)
-1,33.5,Санкт-Петербург,88,6,10,60,5,3,2,2,12,720000,0,NULL,NULL,0,0,0,0,0,Специалист,DCARD,6,\"a. Супер-ЗП (6,15)\"
-0,61.0,Республика Саха (Якутия),20,3,12,4,1,0,0,0,0,0,NULL,NULL,NULL,2,1200000,1150000,1190000,0,Пенсионер,DEPOSIT,2,k. Без продукта
-1,28.3,Новосибирская область,240,20,2,200,10,5,3,0,12,610000,2,90000,60000,0,NULL,NULL,NULL,0,Менеджер,CCARD,1,b. ЗП-клиенты (7)
-0,45.8,Краснодарский край,60,4,20,30,3,8,1,0,6,300000,NULL,NULL,NULL,1,80000,75000,82000,1,Водитель,DCARD,12,c. Масс-ЗП закредитованные (12)
-1,37.1,Свердловская область,130,10,4,100,8,2,5,1,12,850000,1,40000,30000,0,NULL,NULL,NULL,0,Бухгалтер,CCARD,4,k. Без продукта
+gender,age,reg_region_nm,cnt_tr_all_3m,cnt_tr_top_up_3m,cnt_tr_cash_3m,cnt_tr_buy_3m,cnt_tr_mobile_3m,cnt_tr_oil_3m,cnt_tr_on_card_3m,cnt_tr_service_3m,cnt_zp_12m,sum_zp_12m,limit_exchange_count,max_outstanding_amount_6m,avg_outstanding_amount_3m,cnt_dep_act,sum_dep_now,avg_dep_avg_balance_1month,max_dep_avg_balance_3month,app_vehicle_ind,app_position_type_nm,visit_purposes,qnt_months_from_last_visit,super_clust,preferred_contact
+0,52.7,Ханты-Мансийский автономный округ - Югра,201,18,6,97,7,46,11,2,33,1217025.56,0,NULL,NULL,0,279.88,277.87,276.03,0, ,DCARD,10,\"a. Супер-ЗП (6,15)\",SMS
+0,26.9,Республика Татарстан (Татарстан),9,3,0,0,0,0,6,0,4,106140,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL, ,DCARD,15,c. Масс-ЗП закредитованные (12),SMS
+1,41.2,Москва,150,12,3,120,9,0,4,2,12,980000,1,150000,120000,1,500000,480000,510000,1,Специалист,CCARD,3,b. ЗП-клиенты (7),SMS
+1,33.5,Санкт-Петербург,88,6,10,60,5,3,2,2,12,720000,0,NULL,NULL,0,0,0,0,0,Специалист,DCARD,6,\"a. Супер-ЗП (6,15)\",SMS
+0,61.0,Республика Саха (Якутия),20,3,12,4,1,0,0,0,0,0,NULL,NULL,NULL,2,1200000,1150000,1190000,0,Пенсионер,DEPOSIT,2,k. Без продукта,SMS
+1,28.3,Новосибирская область,240,20,2,200,10,5,3,0,12,610000,2,90000,60000,0,NULL,NULL,NULL,0,Менеджер,CCARD,1,b. ЗП-клиенты (7),SMS
+0,45.8,Краснодарский край,60,4,20,30,3,8,1,0,6,300000,NULL,NULL,NULL,1,80000,75000,82000,1,Водитель,DCARD,12,c. Масс-ЗП закредитованные (12),SMS
+1,37.1,Свердловская область,130,10,4,100,8,2,5,1,12,850000,1,40000,30000,0,NULL,NULL,NULL,0,Бухгалтер,CCARD,4,k. Без продукта,SMS
 ";
 
-/// Descriptions for some columns only, so the preview shows columns with and without one.
-const DECODING: &str = r#"{"gender": "Пол клиента (0 муж, 1 жен)", "age": "Возраст Клиента",
- "reg_region_nm": "Регион", "cnt_tr_all_3m": "Количество транзакций за последние 3 месяца",
- "sum_zp_12m": "Сумма зарплаты за 12 месяцев", "super_clust": "Кластер клиента"}"#;
+/// The description of the column the bank's dictionary does not know.
+const DECODING: &str = r#"{"preferred_contact": "Предпочтительный канал связи"}"#;
 
 fn fixtures() -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("offerflow-e2e-files-{}", uuid::Uuid::new_v4()));
@@ -65,17 +63,20 @@ async fn import_clients(b: &mut Browser) -> String {
         .await;
     b.wait_for(
         "the preview with the descriptions",
-        "return document.querySelectorAll('.preview tbody tr').length === 5 && document.querySelector('.preview').innerText.includes('gender — ')",
+        "return document.querySelectorAll('.preview tbody tr').length === 5 && document.querySelector('.preview').innerText.includes('preferred_contact — ')",
     )
     .await;
-    let preview = b.main_text().await;
-    assert!(
-        preview.contains("Колонки с описанием: gender — Пол клиента"),
-        "the preview names the described columns: {preview}"
-    );
-    assert!(
-        preview.contains("Колонки без описания: cnt_tr_top_up_3m"),
-        "the preview names the columns without a description: {preview}"
+    let described = b.text_of("[data-test=described]").await;
+    for expected in [
+        "gender — Пол клиента (0 муж, 1 жен)",
+        "super_clust — ",
+        "preferred_contact — Предпочтительный канал связи",
+    ] {
+        assert!(described.contains(expected), "{expected} in {described}");
+    }
+    assert_eq!(
+        b.text_of("[data-test=undescribed]").await,
+        "Колонки без описания: —"
     );
     b.screenshot("import-preview").await;
     b.press("button[data-test=start-import]").await;
@@ -152,7 +153,7 @@ async fn rate_and_sell(b: &mut Browser) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_manager_imports_generates_rates_sells_and_sees_it_on_the_dashboard() {
-    let server = TestServer::start_with_worker(Some(worker(llama(1024), 3))).await;
+    let server = TestServer::start_with_worker(Some(worker(llama(4096), 3))).await;
     let mut b = Browser::start("manager").await;
     sign_in(&mut b, &server.base, ADMIN_EMAIL).await;
     b.screenshot("projects").await;
@@ -246,7 +247,7 @@ async fn a_manager_imports_generates_rates_sells_and_sees_it_on_the_dashboard() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_performer_does_their_part_and_the_managers_steps_fail_cleanly() {
-    let server = TestServer::start_with_worker(Some(worker(llama(1024), 3))).await;
+    let server = TestServer::start_with_worker(Some(worker(llama(4096), 3))).await;
     let admin = server.admin().await;
     let (project, sms, email) = project_with_channels(&admin).await;
     let (_, _performer) = server.user(&admin, "performer@bank.test").await;

@@ -1,7 +1,7 @@
 // A project channel's clients: the server-paged table, import, generation with live progress,
 // inline outcomes and export.
-import { h, mount, field, select, toast, download, csvText } from './dom.js';
-import { get, post, put, raw, stream, missingRoute, remember, ApiError } from './api.js';
+import { h, mount, field, select, toast, download } from './dom.js';
+import { get, post, put, raw, blob, stream, missingRoute, remember, ApiError } from './api.js';
 import { t } from './i18n.js';
 import { app, attempt } from './app.js';
 import { pager } from './pages.js';
@@ -92,7 +92,7 @@ export async function channelPage(main, projectId, channelId) {
         h('td', {}, gender(r.client_data.gender)),
         h('td', {}, r.cluster || ''),
         h('td', {}, r.source),
-        h('td', {}, h('span', { class: `status ${r.status}` }, t(r.status))),
+        h('td', {}, h('span', { class: `status ${r.status}`, title: r.status_reason || null }, t(r.status))),
         h('td', { class: 'offer' }, offer ? h('span', { class: 'offer-text', title: offer.text }, offer.text) : h('span', { class: 'muted' }, '—')),
         h('td', {}, offer && offer.status !== 'undefined' ? t(offer.status) : ''),
         h('td', {}, select('success_type', OUTCOMES.map((o) => [o, t(o)]), r.success_type, {
@@ -171,20 +171,14 @@ export async function channelPage(main, projectId, channelId) {
     }
   })();
 
-  // Export: every matching row, page by page, as CSV.
-  const exportButton = h('button', { type: 'button', onclick: async () => {
-    const rows = [['request_id', 'client_id', 'age', 'gender', 'cluster', 'source', 'status', 'latest_offer', 'rating', 'outcome', 'created_at']];
-    for (let offset = 0; ; offset += 500) {
-      const qs = new URLSearchParams({ limit: 500, offset, sort: state.sort });
-      for (const k of ['status', 'success_type', 'cluster', 'q']) if (state[k]) qs.set(k, state[k]);
-      const page = await attempt(() => get(`${base}/requests?${qs}`));
-      if (!page) return;
-      for (const r of page.items) rows.push([r.id, r.client_id, r.client_data.age, r.client_data.gender, r.cluster, r.source, r.status,
-        r.latest_offer?.text, r.latest_offer?.status, r.success_type, r.created_at]);
-      if (offset + 500 >= page.total) break;
-    }
-    download(`${project.name}-${channel.key}.csv`, new Blob([csvText(rows)], { type: 'text/csv' }));
-  } }, t('Export CSV'));
+  // Export: the server's file of every matching row (the filters and sort apply).
+  const exportFile = (format) => h('button', { type: 'button', 'data-test': `export-${format}`, onclick: async () => {
+    const qs = new URLSearchParams({ format, sort: state.sort });
+    for (const k of ['status', 'success_type', 'cluster', 'q']) if (state[k]) qs.set(k, state[k]);
+    const file = await attempt(() => blob(`${base}/requests?${qs}`));
+    if (file) download(`${project.name}-${channel.key}.${format}`, file);
+  } }, format === 'csv' ? t('Export CSV') : t('Export XLSX'));
+  const exportButton = [exportFile('csv'), exportFile('xlsx')];
 
   mount(main,
     h('p', { class: 'crumbs' }, h('a', { href: '/projects' }, t('Projects')), ' / ', h('a', { href: `/projects/${projectId}` }, project.name), ' /'),
@@ -215,6 +209,19 @@ export function parseCsv(text, maxRows = 6) {
   }
   if ((cell || row.length) && rows.length < maxRows) { row.push(cell); rows.push(row); }
   return rows.map((r, i) => (i === 0 ? r.map((x) => x.replace(/^\ufeff/, '').trim()) : r));
+}
+
+let bankColumns = null;
+async function knownColumns() {
+  if (!bankColumns) {
+    try {
+      const list = await get('/imports/columns');
+      bankColumns = Object.fromEntries(list.items.map((c) => [c.key, c.description]));
+    } catch {
+      bankColumns = {};
+    }
+  }
+  return bankColumns;
 }
 
 function importPanel(box, base, onDone) {
@@ -249,15 +256,18 @@ function importPanel(box, base, onDone) {
     }
     const rows = parseCsv(await f.slice(0, 256 * 1024).text());
     const [headers = [], ...body] = rows;
-    const described = decoding ? headers.filter((c) => decoding[c]) : [];
-    const missing = decoding ? headers.filter((c) => !decoding[c]) : headers;
+    // The server knows the bank's columns; a decoding file adds to or overrides them.
+    const known = { ...(await knownColumns()), ...(decoding || {}) };
+    const described = headers.filter((c) => known[c]);
+    const missing = headers.filter((c) => !known[c]);
     mount(preview, title,
       h('h3', {}, t('Preview')),
       h('div', { class: 'table-wrap' }, h('table', { class: 'small' }, h('caption', { class: 'sr-only' }, t('Preview')),
         h('thead', {}, h('tr', {}, headers.map((c) => h('th', { scope: 'col', title: decoding?.[c] || '' }, c)))),
         h('tbody', {}, body.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))))),
-      h('p', {}, h('strong', {}, `${t('Columns with descriptions')}: `), described.length ? described.map((c) => `${c} — ${decoding[c]}`).join('; ') : '—'),
-      h('p', {}, h('strong', {}, `${t('Columns without descriptions')}: `), missing.length ? missing.join(', ') : '—'));
+      h('p', { 'data-test': 'described' }, h('strong', {}, `${t('Columns with descriptions')}: `), described.length ? described.map((c) => `${c} — ${known[c]}`).join('; ') : '—'),
+      h('p', { 'data-test': 'undescribed', class: missing.length ? 'error' : '' }, h('strong', {}, `${t('Columns without descriptions')}: `),
+        missing.length ? `${missing.join(', ')} (${t('the import refuses a file with undescribed columns')})` : '—'));
   }
 
   async function run() {

@@ -55,6 +55,7 @@ const ru = {
   'Subdivision': 'Подразделение', 'Delete': 'Удалить', 'Average duration, ms': 'Средняя длительность, мс',
   'Offers generated': 'Сгенерировано текстов', 'Failed for good': 'Не удалось сгенерировать',
   'Median generation time, ms': 'Медиана генерации, мс', 'Offers generated per day': 'Тексты по дням',
+  'the import refuses a file with undescribed columns': 'импорт не примет файл с колонками без описания',
   'Edit product': 'Изменить продукт', 'Edit channel': 'Изменить канал', 'Welcome': 'Добро пожаловать',
 };
 
