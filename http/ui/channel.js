@@ -291,6 +291,8 @@ function importPanel(box, base, onDone) {
         await new Promise((res) => setTimeout(res, 500));
       }
       remember(status);
+      // The preview has served its purpose; the report and the table matter now.
+      mount(preview);
       showReport(status);
       onDone();
     } catch (err) {
