@@ -20,7 +20,7 @@ fn patience() -> Duration {
         .ok()
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(180))
+        .unwrap_or(Duration::from_secs(600))
 }
 
 fn free_port() -> u16 {
