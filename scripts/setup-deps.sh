@@ -2,7 +2,7 @@
 # Installs what Offerflow's build, tests and embedded database need and is missing, on
 # Debian/Ubuntu (apt-get; through sudo when not root). Silent when everything is present.
 #
-#   scripts/setup-deps.sh                   # everything, including cargo-nextest
+#   scripts/setup-deps.sh                   # everything, including cargo-nextest and Chromium
 #   scripts/setup-deps.sh --without-nextest # what building and running needs
 # OFFERFLOW_SKIP_NEXTEST_INSTALL=1 also skips installing cargo-nextest (e.g. offline).
 #
@@ -10,7 +10,8 @@
 # toolchain (`build-essential`), `pkg-config`, `curl`, `ca-certificates`, cargo, cargo-nextest,
 # and what the inference worker's llama.cpp build needs: `cmake`, `clang` and `libclang-dev`
 # (bindgen loads libclang.so to generate the C bindings); python3 with pip and venv
-# (`python3-pip`, `python3-venv`: fetch-model.sh and llama-cpp-python.sh).
+# (`python3-pip`, `python3-venv`: fetch-model.sh and llama-cpp-python.sh); for the tests,
+# `chromium` and `chromium-driver` (the UI's end-to-end tests).
 set -euo pipefail
 
 with_nextest=1
@@ -70,6 +71,12 @@ if have python3; then
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 else
   missing+=(python3 python3-pip python3-venv)
+fi
+# The web interface's end-to-end tests drive Debian's headless Chromium through chromedriver;
+# only the tests need them (run.sh passes --without-nextest).
+if [ "$with_nextest" = 1 ]; then
+  { have chromium || have chromium-browser; } || missing+=(chromium)
+  have chromedriver || missing+=(chromium-driver)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod ui;
 pub mod worker;
 
 use axum::extract::DefaultBodyLimit;
@@ -94,10 +95,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::history::router())
 }
 
-async fn unknown_route() -> ApiError {
-    ApiError::not_found("route")
-}
-
 async fn wrong_method() -> ApiError {
     ApiError::MethodNotAllowed
 }
@@ -117,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(routes::system::health))
         .route("/ready", get(routes::system::ready))
         .route("/metrics", get(routes::system::metrics))
-        .fallback(unknown_route)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| {

@@ -187,6 +187,7 @@ fn matrix() -> Vec<Row> {
         row(M::POST,   "/api/v1/projects/{project}/channels/{sms}/imports",    Some(r#"{}"#),                                            [401, 404, 415, 415, 415]),
         row(M::POST,   "/api/v1/projects/{project}/channels/{sms}/imports/from-source", Some(r#"{"source": "nowhere"}"#),               [401, 404, 422, 422, 422]),
         row(M::GET,    "/api/v1/imports/{nowhere}",                            None,                                                     [401, 404, 404, 404, 404]),
+        row(M::GET,    "/api/v1/imports/columns",                              None,                                                     [401, 200, 200, 200, 200]),
         row(M::GET,    "/api/v1/client-sources",                               None,                                                     [401, 200, 200, 200, 200]),
         row(M::POST,   "/api/v1/client-sources",                               Some(r#"{"name": "s{n}", "dsn": "mysql://x/y", "query": "SELECT 1"}"#), [401, 403, 403, 403, 422]),
         row(M::DELETE, "/api/v1/client-sources/{nowhere}",                     None,                                                     [401, 403, 403, 403, 404]),

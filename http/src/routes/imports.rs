@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::disable())
         .routes(routes!(import_from_source))
         .routes(routes!(get_import))
+        .routes(routes!(known_columns))
         .routes(routes!(list_sources, register_source))
         .routes(routes!(delete_source))
 }
@@ -672,4 +673,33 @@ pub async fn put_source(
     .await
     .context("registering a client source")?;
     Ok(())
+}
+
+/// One column every import describes without a `decoding` part.
+#[derive(Serialize, ToSchema)]
+pub struct KnownColumn {
+    pub key: String,
+    pub description: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KnownColumns {
+    pub items: Vec<KnownColumn>,
+}
+
+/// The built-in dictionary of the bank's columns, so that a client (the web interface's import
+/// preview) can tell which columns of a file still need a description before uploading it.
+#[utoipa::path(get, path = "/imports/columns", tag = "imports",
+    responses((status = 200, body = KnownColumns), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn known_columns(_caller: Authenticated) -> Json<KnownColumns> {
+    Json(KnownColumns {
+        items: domain::client_import::BANK_COLUMNS
+            .iter()
+            .map(|(key, description)| KnownColumn {
+                key: (*key).to_string(),
+                description: (*description).to_string(),
+            })
+            .collect(),
+    })
 }

@@ -132,6 +132,23 @@ pub struct ClientRequestView {
     /// The thread in order (only on `GET /requests/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<MessageView>>,
+    /// The newest generated offer, with its rating (only in lists, so a table shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_offer: Option<LatestOffer>,
+}
+
+/// The newest offer of a request, as a list row shows it.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct LatestOffer {
+    #[serde(skip)]
+    pub request_id: Uuid,
+    pub id: Uuid,
+    pub text: String,
+    /// Its rating: `ok`, `error`, `revision` or `undefined`.
+    pub status: String,
+    #[schema(value_type = Vec<String>)]
+    pub flags: sqlx::types::Json<Vec<String>>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// One message of a request's thread.
@@ -224,6 +241,7 @@ impl TryFrom<RequestRow> for ClientRequestView {
             created_at: row.created_at,
             updated_at: row.updated_at,
             messages: None,
+            latest_offer: None,
         })
     }
 }
@@ -369,10 +387,26 @@ async fn list_requests(
     .bind(&pattern)
     .fetch_one(&state.pool)
     .await?;
-    let items = rows
+    let mut items: Vec<ClientRequestView> = rows
         .into_iter()
         .map(ClientRequestView::try_from)
         .collect::<Result<_, _>>()?;
+    // One query for the whole page: the table shows each client's newest offer and rating.
+    let ids: Vec<Uuid> = items.iter().map(|r| r.id).collect();
+    let offers: Vec<LatestOffer> = sqlx::query_as(
+        "SELECT DISTINCT ON (request_id) request_id, id, text, rating AS status, flags, created_at
+           FROM client_request_messages
+          WHERE request_id = ANY($1) AND message_type <> 'user'
+          ORDER BY request_id, created_at DESC, id DESC",
+    )
+    .bind(&ids)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut offers: std::collections::HashMap<Uuid, LatestOffer> =
+        offers.into_iter().map(|o| (o.request_id, o)).collect();
+    for item in &mut items {
+        item.latest_offer = offers.remove(&item.id);
+    }
     Ok(Json(ClientRequestList { items, total }).into_response())
 }
 
