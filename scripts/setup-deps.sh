@@ -10,7 +10,8 @@
 # toolchain (`build-essential`), `pkg-config`, `curl`, `ca-certificates`, cargo, cargo-nextest,
 # and what the inference worker's llama.cpp build needs: `cmake`, `clang` and `libclang-dev`
 # (bindgen loads libclang.so to generate the C bindings); python3 with pip and venv
-# (`python3-pip`, `python3-venv`: fetch-model.sh and llama-cpp-python.sh).
+# (`python3-pip`, `python3-venv`: fetch-model.sh, llama-cpp-python.sh and argilla-server.sh);
+# `redis-server`, which the Argilla export's tests start beside a real argilla-server.
 set -euo pipefail
 
 with_nextest=1
@@ -63,6 +64,7 @@ have curl || missing+=(curl)
 have cmake || missing+=(cmake)
 have clang || missing+=(clang)
 have_libclang || missing+=(libclang-dev)
+have redis-server || missing+=(redis-server)
 # llama-cpp-python.sh makes a virtual environment; Debian ships venv (and ensurepip, which it
 # needs) apart from python3 itself.
 if have python3; then

@@ -1,6 +1,7 @@
 //! Offerflow's HTTP side: the REST API (commands and queries), the command layer in front of
 //! the event store, the server process and the CLI's building blocks.
 
+pub mod argilla;
 pub mod auth;
 pub mod commands;
 pub mod embedded_pg;
@@ -45,6 +46,7 @@ use crate::state::AppState;
         (name = "projects", description = "Projects, members, channels and prompts"),
         (name = "requests", description = "Client requests and outcomes"),
         (name = "generation", description = "Offers: generating, follow-ups, ratings, progress, dead jobs"),
+        (name = "argilla", description = "The Argilla export's dead letters"),
     )
 )]
 struct ApiDoc;
@@ -82,6 +84,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::projects::router())
         .merge(routes::requests::router())
         .merge(routes::generations::router())
+        .merge(routes::argilla::router())
 }
 
 async fn unknown_route() -> ApiError {

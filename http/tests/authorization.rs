@@ -180,6 +180,8 @@ fn matrix() -> Vec<Row> {
         row(M::PUT,    "/api/v1/messages/{nowhere}/rating",                    Some(r#"{"status": "ok"}"#),                              [401, 404, 404, 404, 404]),
         row(M::GET,    "/api/v1/admin/dead-jobs",                              None,                                                     [401, 403, 403, 403, 200]),
         row(M::POST,   "/api/v1/admin/dead-jobs/{nowhere}/requeue",            None,                                                     [401, 403, 403, 403, 404]),
+        row(M::GET,    "/api/v1/admin/argilla/dead-letters",                   None,                                                     [401, 403, 403, 403, 200]),
+        row(M::POST,   "/api/v1/admin/argilla/dead-letters/{nowhere}/requeue", None,                                                     [401, 403, 403, 403, 404]),
     ]
 }
 
