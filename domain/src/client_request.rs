@@ -798,7 +798,8 @@ impl Aggregate for ClientRequest {
                     self.status = Some(RequestStatus::Error);
                 }
             }
-            ClientRequestEvent::MessageRated { .. } | ClientRequestEvent::MessageReviewed { .. } => {}
+            ClientRequestEvent::MessageRated { .. }
+            | ClientRequestEvent::MessageReviewed { .. } => {}
             ClientRequestEvent::GenerationRequeued { generation_id } => {
                 if let Some(generation) = self.generations.get_mut(&generation_id) {
                     generation.finished = false;
@@ -1322,5 +1323,4 @@ mod tests {
             .await
             .then_expect_error_message("message not found");
     }
-
 }

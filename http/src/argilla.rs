@@ -20,16 +20,31 @@ pub struct ArgillaArgs {
     #[arg(long, env = "OFFERFLOW_ARGILLA_URL", global = true)]
     pub argilla_url: Option<String>,
     /// An Argilla owner's API key (it creates the workspace and datasets).
-    #[arg(long, env = "OFFERFLOW_ARGILLA_API_KEY", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "OFFERFLOW_ARGILLA_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub argilla_api_key: Option<String>,
     /// The workspace the datasets go to (created if missing).
     #[arg(long, env = "OFFERFLOW_ARGILLA_WORKSPACE", global = true)]
     pub argilla_workspace: Option<String>,
     /// Datasets are named `{prefix}{project id}`.
-    #[arg(long, env = "OFFERFLOW_ARGILLA_DATASET_PREFIX", default_value = "offerflow-", global = true)]
+    #[arg(
+        long,
+        env = "OFFERFLOW_ARGILLA_DATASET_PREFIX",
+        default_value = "offerflow-",
+        global = true
+    )]
     pub argilla_dataset_prefix: String,
     /// How often reviewers' submitted responses are read back, in seconds.
-    #[arg(long, env = "OFFERFLOW_ARGILLA_SYNC_SECONDS", default_value_t = 60, global = true)]
+    #[arg(
+        long,
+        env = "OFFERFLOW_ARGILLA_SYNC_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
     pub argilla_sync_seconds: u64,
 }
 
@@ -42,7 +57,10 @@ impl ArgillaArgs {
             self.argilla_api_key.as_deref(),
             self.argilla_workspace.as_deref(),
         ];
-        let set = given.iter().filter(|v| v.is_some_and(|v| !v.trim().is_empty())).count();
+        let set = given
+            .iter()
+            .filter(|v| v.is_some_and(|v| !v.trim().is_empty()))
+            .count();
         if set == 0 {
             return Ok(None);
         }

@@ -118,7 +118,13 @@ impl Argilla {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/argilla/serve.py");
         let child = self
             .command()
-            .args([script, "--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                script,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+            ])
             .stderr(Stdio::null())
             .spawn()
             .expect("argilla-server starts");
@@ -251,15 +257,26 @@ impl Drop for Argilla {
 }
 
 async fn server_for(argilla: &Argilla) -> TestServer {
+    // The exporter's retries and refusals are logged: shown when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,sqlx=warn")
+        .with_test_writer()
+        .try_init();
     let mut options = test_options(None, GenerationSettings::default());
     options.argilla = Some(argilla.config());
     TestServer::start_with_options(options).await
 }
 
-/// Adds `n` clients and asks for an offer for each; returns (request id, generation id).
-async fn ask_offers(client: &Client, project: &str, channel: &str, n: usize) -> Vec<(Uuid, Uuid)> {
+/// Adds the clients numbered `clients` and asks for an offer for each; returns (request id,
+/// generation id).
+async fn ask_offers(
+    client: &Client,
+    project: &str,
+    channel: &str,
+    clients: std::ops::Range<usize>,
+) -> Vec<(Uuid, Uuid)> {
     let mut asked = Vec::new();
-    for i in 0..n {
+    for i in clients {
         let (status, body) = client
             .post(
                 &format!("/api/v1/projects/{project}/channels/{channel}/requests"),
@@ -269,7 +286,10 @@ async fn ask_offers(client: &Client, project: &str, channel: &str, n: usize) -> 
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let request: Uuid = body["id"].as_str().expect("id").parse().expect("uuid");
         let (status, body) = client
-            .post(&format!("/api/v1/requests/{request}/generations"), json!({}))
+            .post(
+                &format!("/api/v1/requests/{request}/generations"),
+                json!({}),
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         let generation: Uuid = body["generation_id"]
@@ -353,18 +373,36 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
     let server = server_for(&argilla).await;
     let admin = server.admin().await;
     let (project, sms, _) = project_with_channels(&admin).await;
-    let asked = ask_offers(&admin, &project, &sms, 3).await;
+    let asked = ask_offers(&admin, &project, &sms, 0..3).await;
     let mut messages = Vec::new();
     for (i, (request, generation)) in asked.iter().enumerate() {
-        messages.push(complete(&server, *request, *generation, &format!("Оформите карту №{i}!")).await);
+        messages.push(
+            complete(
+                &server,
+                *request,
+                *generation,
+                &format!("Оформите карту №{i}!"),
+            )
+            .await,
+        );
     }
     // The in-app rating becomes a suggestion, the outcome a metadata value.
+    // The rating finds the message in the read model: read after the offers were recorded.
+    let after = server.latest_write().await;
     let (status, body) = admin
-        .put(&format!("/api/v1/messages/{}/rating", messages[0]), json!({"status": "revision"}))
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/messages/{}/rating", messages[0]),
+            Some(json!({"status": "revision"})),
+            after["consistency_token"].as_str(),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = admin
-        .put(&format!("/api/v1/requests/{}/outcome", asked[1].0), json!({"success_type": "sold"}))
+        .put(
+            &format!("/api/v1/requests/{}/outcome", asked[1].0),
+            json!({"success_type": "sold"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     wait_exporter_caught_up(&server).await;
@@ -386,13 +424,20 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
         .as_array()
         .expect("items")
         .iter()
-        .map(|f| (f["name"].as_str().expect("name").to_string(), f["settings"]["type"].clone()))
+        .map(|f| {
+            (
+                f["name"].as_str().expect("name").to_string(),
+                f["settings"]["type"].clone(),
+            )
+        })
         .collect();
     assert_eq!(fields.len(), 2, "{fields:?}");
     assert_eq!(fields["prompt"], "chat");
     assert_eq!(fields["offer"], "text");
 
-    let questions = argilla.get(&format!("/datasets/{dataset_id}/questions")).await;
+    let questions = argilla
+        .get(&format!("/datasets/{dataset_id}/questions"))
+        .await;
     let questions: HashMap<String, Value> = questions["items"]
         .as_array()
         .expect("items")
@@ -423,7 +468,7 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
     assert_eq!(ratings, [1, 2, 3, 4, 5]);
 
     let metadata = argilla
-        .get(&format!("/datasets/{dataset_id}/metadata-properties"))
+        .get(&format!("/me/datasets/{dataset_id}/metadata-properties"))
         .await;
     let names: BTreeSet<&str> = metadata["items"]
         .as_array()
@@ -433,7 +478,15 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
         .collect();
     assert_eq!(
         names,
-        BTreeSet::from(["project", "product", "channel", "client_cluster", "prompt_version", "model", "outcome"])
+        BTreeSet::from([
+            "project",
+            "product",
+            "channel",
+            "client_cluster",
+            "prompt_version",
+            "model",
+            "outcome"
+        ])
     );
 
     // Each record is the offer as the log has it.
@@ -459,9 +512,16 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
         let meta = &record["metadata"];
         assert_eq!(meta["project"], "Осенняя кампания");
         assert_eq!(meta["channel"].as_str().map(str::is_empty), Some(false));
-        assert_ne!(meta["channel"], sms.as_str(), "the channel's name, not its id");
+        assert_ne!(
+            meta["channel"],
+            sms.as_str(),
+            "the channel's name, not its id"
+        );
         assert_eq!(meta["client_cluster"], "k. Без продукта");
-        assert_eq!(meta["prompt_version"], requested["prompt_version"].to_string().as_str());
+        assert_eq!(
+            meta["prompt_version"],
+            requested["prompt_version"].to_string().as_str()
+        );
         assert_eq!(meta["model"], "SmolLM2-135M-Instruct");
         assert_eq!(meta["outcome"], if i == 1 { "sold" } else { "undefined" });
         let suggestions = record["suggestions"].as_array().expect("suggestions");
@@ -485,7 +545,11 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
     let datasets = argilla.datasets().await;
     assert_eq!(datasets.len(), 1, "never a second dataset: {datasets:?}");
     let records = argilla.records(dataset_id).await;
-    assert_eq!(external_ids(&records), sorted(&messages), "no duplicates after the replay");
+    assert_eq!(
+        external_ids(&records),
+        sorted(&messages),
+        "no duplicates after the replay"
+    );
 
     // A server started again (empty caches) finds the dataset instead of making another.
     let (url, pool) = server.stop().await;
@@ -493,7 +557,7 @@ async fn the_first_export_sets_up_one_dataset_and_records_match_the_log_even_aft
     options.argilla = Some(argilla.config());
     let server = TestServer::on_with_options(url, pool, options).await;
     let admin = server.admin().await;
-    let more = ask_offers(&admin, &project, &sms, 1).await;
+    let more = ask_offers(&admin, &project, &sms, 10..11).await;
     let fourth = complete(&server, more[0].0, more[0].1, "Ещё одно предложение").await;
     wait_exporter_caught_up(&server).await;
     assert_eq!(argilla.datasets().await.len(), 1);
@@ -509,7 +573,7 @@ async fn offers_made_while_argilla_is_down_all_arrive_once_it_is_back() {
     let server = server_for(&argilla).await;
     let admin = server.admin().await;
     let (project, sms, _) = project_with_channels(&admin).await;
-    let asked = ask_offers(&admin, &project, &sms, 5).await;
+    let asked = ask_offers(&admin, &project, &sms, 0..5).await;
     let first = complete(&server, asked[0].0, asked[0].1, "До сбоя").await;
     wait_exporter_caught_up(&server).await;
     argilla.wait_for_records(&project, 1).await;
@@ -523,14 +587,25 @@ async fn offers_made_while_argilla_is_down_all_arrive_once_it_is_back() {
     // The API stays ready meanwhile; the exporter's lag shows.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (status, ready) = server.anonymous().get("/ready").await;
-    assert_eq!(status, StatusCode::OK, "an Argilla outage does not make Offerflow unready: {ready}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an Argilla outage does not make Offerflow unready: {ready}"
+    );
     let lagging = exporter_status(&server).await;
-    assert!(lagging["events_behind"].as_i64().expect("behind") > 0, "{lagging}");
+    assert!(
+        lagging["events_behind"].as_i64().expect("behind") > 0,
+        "{lagging}"
+    );
 
     argilla.run().await;
     wait_exporter_caught_up(&server).await;
     let (_, records) = argilla.wait_for_records(&project, 5).await;
-    assert_eq!(external_ids(&records), sorted(&messages), "every offer exactly once");
+    assert_eq!(
+        external_ids(&records),
+        sorted(&messages),
+        "every offer exactly once"
+    );
     assert_eq!(argilla.datasets().await.len(), 1);
     let (status, dead) = admin.get("/api/v1/admin/argilla/dead-letters").await;
     assert_eq!(status, StatusCode::OK, "{dead}");
@@ -544,7 +619,7 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
     let server = server_for(&argilla).await;
     let admin = server.admin().await;
     let (project, sms, _) = project_with_channels(&admin).await;
-    let asked = ask_offers(&admin, &project, &sms, 3).await;
+    let asked = ask_offers(&admin, &project, &sms, 0..3).await;
     let first = complete(&server, asked[0].0, asked[0].1, "Первое").await;
     wait_exporter_caught_up(&server).await;
     let (dataset, _) = argilla.wait_for_records(&project, 1).await;
@@ -553,7 +628,7 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
     // Someone removes the `outcome` metadata property in Argilla: the dataset accepts no
     // undeclared metadata, so every record carrying an outcome is refused with a 422.
     let properties = argilla
-        .get(&format!("/datasets/{dataset_id}/metadata-properties"))
+        .get(&format!("/me/datasets/{dataset_id}/metadata-properties"))
         .await;
     let outcome = properties["items"]
         .as_array()
@@ -565,7 +640,11 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
         .expect("id")
         .to_string();
     let (status, body) = argilla
-        .request(reqwest::Method::DELETE, &format!("/metadata-properties/{outcome}"), None)
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/metadata-properties/{outcome}"),
+            None,
+        )
         .await
         .expect("argilla answers");
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -584,7 +663,10 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
         .map(|d| {
             assert_eq!(d["status_code"], 422, "{d}");
             assert_eq!(d["project_id"], project.as_str());
-            assert!(d["error"].as_str().expect("error").contains("outcome"), "{d}");
+            assert!(
+                d["error"].as_str().expect("error").contains("outcome"),
+                "{d}"
+            );
             d["message_id"].as_str().expect("id").parse().expect("uuid")
         })
         .collect();
@@ -592,16 +674,28 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
     let mut expected = vec![second, third];
     expected.sort();
     assert_eq!(dead_ids, expected);
-    assert_eq!(external_ids(&argilla.records(dataset_id).await), sorted(&[first]));
+    assert_eq!(
+        external_ids(&argilla.records(dataset_id).await),
+        sorted(&[first])
+    );
 
     // Requeueing an unknown message is a 404; a user may not requeue.
     let (status, _) = admin
-        .post(&format!("/api/v1/admin/argilla/dead-letters/{}/requeue", Uuid::new_v4()), json!({}))
+        .post(
+            &format!(
+                "/api/v1/admin/argilla/dead-letters/{}/requeue",
+                Uuid::new_v4()
+            ),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, user) = server.user(&admin, "performer@bank.test").await;
     let (status, _) = user
-        .post(&format!("/api/v1/admin/argilla/dead-letters/{second}/requeue"), json!({}))
+        .post(
+            &format!("/api/v1/admin/argilla/dead-letters/{second}/requeue"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
@@ -617,7 +711,10 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
     assert_eq!(status, StatusCode::CREATED, "{body}");
     for message in [second, third] {
         let (status, body) = admin
-            .post(&format!("/api/v1/admin/argilla/dead-letters/{message}/requeue"), json!({}))
+            .post(
+                &format!("/api/v1/admin/argilla/dead-letters/{message}/requeue"),
+                json!({}),
+            )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert!(body["requeued_at"].is_string(), "{body}");
@@ -630,7 +727,10 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
         if dead["total"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the requeued letters stay: {dead}");
+        assert!(
+            Instant::now() < deadline,
+            "the requeued letters stay: {dead}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.stop().await;
@@ -642,7 +742,7 @@ async fn a_response_submitted_in_argilla_is_recorded_once_and_shows_in_the_threa
     let server = server_for(&argilla).await;
     let admin = server.admin().await;
     let (project, sms, _) = project_with_channels(&admin).await;
-    let asked = ask_offers(&admin, &project, &sms, 1).await;
+    let asked = ask_offers(&admin, &project, &sms, 0..1).await;
     let (request, generation) = asked[0];
     let message = complete(&server, request, generation, "Кэшбэк 5% на всё").await;
     wait_exporter_caught_up(&server).await;
@@ -712,7 +812,10 @@ async fn a_response_submitted_in_argilla_is_recorded_once_and_shows_in_the_threa
         if !offer["review_quality"].is_null() {
             break offer;
         }
-        assert!(Instant::now() < deadline, "the review never arrived: {view}");
+        assert!(
+            Instant::now() < deadline,
+            "the review never arrived: {view}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(offer["review_quality"], "revision");

@@ -209,12 +209,20 @@ impl ArgillaClient {
     }
 
     pub async fn names_of(&self, dataset_id: Uuid, kind: &str) -> Result<Vec<Named>, ArgillaError> {
-        let list: Items<Named> = self.get(&format!("/datasets/{dataset_id}/{kind}")).await?;
+        // Argilla lists metadata properties under /me only (fields and questions: both).
+        let path = if kind == "metadata-properties" {
+            format!("/me/datasets/{dataset_id}/{kind}")
+        } else {
+            format!("/datasets/{dataset_id}/{kind}")
+        };
+        let list: Items<Named> = self.get(&path).await?;
         Ok(list.items)
     }
 
     pub async fn add(&self, dataset_id: Uuid, kind: &str, body: Value) -> Result<(), ArgillaError> {
-        let _: Value = self.post(&format!("/datasets/{dataset_id}/{kind}"), body).await?;
+        let _: Value = self
+            .post(&format!("/datasets/{dataset_id}/{kind}"), body)
+            .await?;
         Ok(())
     }
 
@@ -230,7 +238,11 @@ impl ArgillaClient {
     }
 
     /// Creates or updates records by `external_id`; at most [`MAX_BULK`] at once.
-    pub async fn upsert_records(&self, dataset_id: Uuid, items: &[Value]) -> Result<(), ArgillaError> {
+    pub async fn upsert_records(
+        &self,
+        dataset_id: Uuid,
+        items: &[Value],
+    ) -> Result<(), ArgillaError> {
         let _: Value = self
             .call(
                 reqwest::Method::PUT,

@@ -276,14 +276,25 @@ impl ArgillaExporter {
 
     /// The project's dataset: found by name, else created with its fields, questions and
     /// metadata and published. A dataset left in draft (a crash during setup) is completed.
-    async fn dataset(&self, project_id: Uuid, project_name: &str) -> Result<DatasetHandle, ArgillaError> {
-        if let Some(handle) = self.datasets.lock().expect("dataset cache").get(&project_id) {
+    async fn dataset(
+        &self,
+        project_id: Uuid,
+        project_name: &str,
+    ) -> Result<DatasetHandle, ArgillaError> {
+        if let Some(handle) = self
+            .datasets
+            .lock()
+            .expect("dataset cache")
+            .get(&project_id)
+        {
             return Ok(*handle);
         }
         let workspace = self.workspace_id().await?;
         let name = self.config.dataset_name(project_id);
         let found = self
-            .retrying("finding a dataset", || self.client.find_dataset(workspace, &name))
+            .retrying("finding a dataset", || {
+                self.client.find_dataset(workspace, &name)
+            })
             .await?;
         let dataset = match found {
             Some(dataset) => dataset,
@@ -304,7 +315,11 @@ impl ArgillaExporter {
                         .client
                         .find_dataset(workspace, &name)
                         .await?
-                        .ok_or_else(|| ArgillaError::Unavailable(format!("dataset {name} is said to exist but is not listed")))?,
+                        .ok_or_else(|| {
+                            ArgillaError::Unavailable(format!(
+                                "dataset {name} is said to exist but is not listed"
+                            ))
+                        })?,
                     Err(error) => return Err(error),
                 }
             }
@@ -369,7 +384,9 @@ impl ArgillaExporter {
             ("metadata-properties", &metadata[..]),
         ] {
             let existing: HashSet<String> = self
-                .retrying("reading a dataset's settings", || self.client.names_of(dataset_id, kind))
+                .retrying("reading a dataset's settings", || {
+                    self.client.names_of(dataset_id, kind)
+                })
                 .await?
                 .into_iter()
                 .map(|n| n.name)
@@ -389,7 +406,11 @@ impl ArgillaExporter {
 
     /// Upserts the records the targets name and dead-letters those Argilla refuses for good.
     /// Fails (and so leaves the checkpoint where it was) while Argilla is unavailable.
-    async fn export(&self, db: &mut PgConnection, targets: &[Target]) -> anyhow::Result<ExportReport> {
+    async fn export(
+        &self,
+        db: &mut PgConnection,
+        targets: &[Target],
+    ) -> anyhow::Result<ExportReport> {
         let request_ids: Vec<String> = targets
             .iter()
             .map(|t| t.request().to_string())
@@ -402,8 +423,12 @@ impl ArgillaExporter {
         let mut by_project: BTreeMap<Uuid, Vec<(Uuid, Uuid)>> = BTreeMap::new();
         for target in targets {
             let request_id = target.request();
-            let Some(facts) = requests.get(&request_id) else { continue };
-            let Some(project_id) = facts.project_id else { continue };
+            let Some(facts) = requests.get(&request_id) else {
+                continue;
+            };
+            let Some(project_id) = facts.project_id else {
+                continue;
+            };
             let messages: Vec<Uuid> = match target {
                 Target::Message { message, .. } => facts
                     .offers
@@ -415,7 +440,10 @@ impl ArgillaExporter {
             };
             for message in messages {
                 if seen.insert(message) {
-                    by_project.entry(project_id).or_default().push((request_id, message));
+                    by_project
+                        .entry(project_id)
+                        .or_default()
+                        .push((request_id, message));
                 }
             }
         }
@@ -430,15 +458,20 @@ impl ArgillaExporter {
         for (project_id, messages) in by_project {
             let project = projects.get(&project_id);
             let project_name = project.map(|p| p.name.as_str()).unwrap_or_default();
-            let dataset = self
-                .dataset(project_id, project_name)
-                .await
-                .map_err(|e| anyhow::anyhow!("setting up the Argilla dataset of project {project_id}: {e}"))?;
+            let dataset = self.dataset(project_id, project_name).await.map_err(|e| {
+                anyhow::anyhow!("setting up the Argilla dataset of project {project_id}: {e}")
+            })?;
             let records: Vec<(Uuid, Uuid, Value)> = messages
                 .iter()
                 .filter_map(|(request_id, message_id)| {
                     let facts = requests.get(request_id)?;
-                    let record = record(facts, project, &names, *message_id, dataset.quality_question)?;
+                    let record = record(
+                        facts,
+                        project,
+                        &names,
+                        *message_id,
+                        dataset.quality_question,
+                    )?;
                     Some((*request_id, *message_id, record))
                 })
                 .collect();
@@ -451,17 +484,23 @@ impl ArgillaExporter {
                     .await
                 {
                     Ok(()) => report.exported.extend(chunk.iter().map(|(_, m, _)| *m)),
-                    Err(ArgillaError::Rejected { status: 404, detail }) => {
+                    Err(ArgillaError::Rejected {
+                        status: 404,
+                        detail,
+                    }) => {
                         // The dataset was deleted in Argilla: make it again on the next try.
                         self.forget_dataset(project_id);
-                        anyhow::bail!("the Argilla dataset of project {project_id} is gone: {detail}");
+                        anyhow::bail!(
+                            "the Argilla dataset of project {project_id} is gone: {detail}"
+                        );
                     }
                     Err(ArgillaError::Rejected { .. }) => {
                         // One bad record refuses the whole call: find which, one by one.
                         for (request_id, message_id, item) in chunk {
                             match self
                                 .retrying("upserting an Argilla record", || {
-                                    self.client.upsert_records(dataset.id, std::slice::from_ref(item))
+                                    self.client
+                                        .upsert_records(dataset.id, std::slice::from_ref(item))
                                 })
                                 .await
                             {
@@ -478,7 +517,11 @@ impl ArgillaExporter {
                                         error: detail,
                                     });
                                 }
-                                Err(error) => return Err(anyhow::anyhow!("exporting message {message_id}: {error}")),
+                                Err(error) => {
+                                    return Err(anyhow::anyhow!(
+                                        "exporting message {message_id}: {error}"
+                                    ))
+                                }
                             }
                         }
                     }
@@ -596,7 +639,9 @@ impl ArgillaExporter {
                         }
                         match parse_response(message_id, &response) {
                             Some(review) => reviews.push((review, response.user_id)),
-                            None => tracing::warn!(response = %response.id, "a submitted Argilla response without a valid quality; skipped"),
+                            None => {
+                                tracing::warn!(response = %response.id, "a submitted Argilla response without a valid quality; skipped")
+                            }
                         }
                     }
                 }
@@ -630,7 +675,9 @@ impl ArgillaExporter {
             match ledger.record_review(*request_id, review).await {
                 Ok(true) => recorded += 1,
                 Ok(false) => {}
-                Err(error) => tracing::warn!(message = %message_id, error = format!("{error:#}"), "could not record a review"),
+                Err(error) => {
+                    tracing::warn!(message = %message_id, error = format!("{error:#}"), "could not record a review")
+                }
             }
         }
         Ok(recorded)
@@ -727,9 +774,8 @@ fn record(
         .iter()
         .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
         .collect();
-    let name_of = |id: Option<Uuid>| {
-        id.map(|id| names.get(&id).cloned().unwrap_or_else(|| id.to_string()))
-    };
+    let name_of =
+        |id: Option<Uuid>| id.map(|id| names.get(&id).cloned().unwrap_or_else(|| id.to_string()));
     let mut metadata = Map::new();
     let mut put = |key: &str, value: Option<String>| {
         if let Some(value) = value.filter(|v| !v.is_empty()) {
@@ -740,11 +786,20 @@ fn record(
     put("product", name_of(project.and_then(|p| p.product_id)));
     put("channel", name_of(facts.channel_id));
     put("client_cluster", facts.cluster.clone());
-    put("prompt_version", Some(generation.prompt_version.to_string()));
+    put(
+        "prompt_version",
+        Some(generation.prompt_version.to_string()),
+    );
     put("model", Some(offer.model.clone()));
     put(
         "outcome",
-        Some(facts.outcome.unwrap_or(Outcome::Undefined).as_str().to_string()),
+        Some(
+            facts
+                .outcome
+                .unwrap_or(Outcome::Undefined)
+                .as_str()
+                .to_string(),
+        ),
     );
     let mut item = json!({
         "external_id": message_id.to_string(),
@@ -867,7 +922,11 @@ impl Projection for ArgillaExporter {
         self.apply_batch(db, &[event]).await
     }
 
-    async fn apply_batch(&self, db: &mut PgConnection, events: &[&StoredEvent]) -> anyhow::Result<()> {
+    async fn apply_batch(
+        &self,
+        db: &mut PgConnection,
+        events: &[&StoredEvent],
+    ) -> anyhow::Result<()> {
         let mut targets = Vec::new();
         for event in events {
             let request = event.aggregate_uuid()?;
