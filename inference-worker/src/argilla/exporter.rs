@@ -575,7 +575,7 @@ impl ArgillaExporter {
             .map(|(request, message)| Target::Message { request, message })
             .collect();
         let mut tx = self.pool.begin().await?;
-        let report = self.export(&mut *tx, &targets).await?;
+        let report = self.export(&mut tx, &targets).await?;
         tx.commit().await?;
         Ok(report)
     }
