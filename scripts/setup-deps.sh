@@ -10,8 +10,9 @@
 # toolchain (`build-essential`), `pkg-config`, `curl`, `ca-certificates`, cargo, cargo-nextest,
 # and what the inference worker's llama.cpp build needs: `cmake`, `clang` and `libclang-dev`
 # (bindgen loads libclang.so to generate the C bindings); python3 with pip and venv
-# (`python3-pip`, `python3-venv`: fetch-model.sh and llama-cpp-python.sh); for the tests,
-# `chromium` and `chromium-driver` (the UI's end-to-end tests).
+# (`python3-pip`, `python3-venv`: fetch-model.sh, llama-cpp-python.sh and argilla-server.sh);
+# for the tests, `chromium` and `chromium-driver` (the UI's end-to-end tests) and `redis-server`,
+# which the Argilla export's tests start beside a real argilla-server.
 set -euo pipefail
 
 with_nextest=1
@@ -72,9 +73,11 @@ if have python3; then
 else
   missing+=(python3 python3-pip python3-venv)
 fi
-# The web interface's end-to-end tests drive Debian's headless Chromium through chromedriver;
-# only the tests need them (run.sh passes --without-nextest).
+# The web interface's end-to-end tests drive Debian's headless Chromium through chromedriver,
+# and the Argilla export's tests start a Redis for argilla-server; only the tests need them
+# (run.sh passes --without-nextest).
 if [ "$with_nextest" = 1 ]; then
+  have redis-server || missing+=(redis-server)
   { have chromium || have chromium-browser; } || missing+=(chromium)
   have chromedriver || missing+=(chromium-driver)
 fi

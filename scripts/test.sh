@@ -4,7 +4,9 @@
 # Installs missing dependencies (scripts/setup-deps.sh), fetches the default generation model
 # (scripts/fetch-model.sh; exports OFFERFLOW_MODEL unless it is set), installs llama-cpp-python's
 # server, the real peer of the OpenAI-compatible backend's tests (scripts/llama-cpp-python.sh;
-# exports OFFERFLOW_LLAMA_CPP_PYTHON unless it is set), starts a throwaway
+# exports OFFERFLOW_LLAMA_CPP_PYTHON unless it is set), installs argilla-server 2.8.0, the real
+# peer of the Argilla export's tests (scripts/argilla-server.sh; exports OFFERFLOW_ARGILLA_PYTHON
+# unless it is set), starts a throwaway
 # PostgreSQL cluster (scripts/test-cluster.sh; exports OFFERFLOW_TEST_DATABASE_URL, removed again
 # on exit), then runs `cargo nextest run --workspace --no-fail-fast`, or
 # `cargo test --workspace --no-fail-fast` when cargo-nextest is unavailable. Extra arguments go to
@@ -29,6 +31,11 @@ fi
 if [ -z "${OFFERFLOW_LLAMA_CPP_PYTHON:-}" ]; then
   OFFERFLOW_LLAMA_CPP_PYTHON=$(bash ./scripts/llama-cpp-python.sh | tail -n1)
   export OFFERFLOW_LLAMA_CPP_PYTHON
+fi
+# The Argilla export's tests start a real argilla-server and fail without it.
+if [ -z "${OFFERFLOW_ARGILLA_PYTHON:-}" ]; then
+  OFFERFLOW_ARGILLA_PYTHON=$(bash ./scripts/argilla-server.sh | tail -n1)
+  export OFFERFLOW_ARGILLA_PYTHON
 fi
 # shellcheck source=scripts/test-cluster.sh
 source ./scripts/test-cluster.sh

@@ -196,7 +196,20 @@ pub enum ClientRequestCommand {
         comment: Option<String>,
     },
     /// An admin sends a generation that failed for good back to the workers.
-    RequeueGeneration { generation_id: Uuid },
+    RequeueGeneration {
+        generation_id: Uuid,
+    },
+    /// A reviewer's submitted response in Argilla. The same response (id and `updated_at`)
+    /// records nothing again; an edited one is a new review.
+    RecordReview {
+        message_id: Uuid,
+        reviewer: String,
+        quality: MessageRating,
+        corrected_text: Option<String>,
+        rating: Option<u8>,
+        response_id: String,
+        response_updated_at: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,6 +265,17 @@ pub enum ClientRequestEvent {
     GenerationRequeued {
         generation_id: Uuid,
     },
+    /// A reviewer judged an offer in Argilla.
+    MessageReviewed {
+        message_id: Uuid,
+        reviewer: String,
+        quality: MessageRating,
+        corrected_text: Option<String>,
+        rating: Option<u8>,
+        /// Argilla's response id and its `updated_at`: what makes a review recorded once.
+        response_id: String,
+        response_updated_at: String,
+    },
 }
 
 impl DomainEvent for ClientRequestEvent {
@@ -264,6 +288,7 @@ impl DomainEvent for ClientRequestEvent {
             ClientRequestEvent::GenerationFailed { .. } => "GenerationFailed",
             ClientRequestEvent::MessageRated { .. } => "MessageRated",
             ClientRequestEvent::GenerationRequeued { .. } => "GenerationRequeued",
+            ClientRequestEvent::MessageReviewed { .. } => "MessageReviewed",
         }
         .to_string()
     }
@@ -291,11 +316,16 @@ pub struct ClientRequest {
     /// The thread in the order it happened.
     pub thread: Vec<ThreadMessage>,
     pub status: Option<RequestStatus>,
+    /// Argilla responses recorded: response id → its `updated_at` when recorded.
+    #[serde(default)]
+    pub reviews: std::collections::BTreeMap<String, String>,
 }
 
 const INSTRUCTION_MAX: usize = 5_000;
 const COMMENT_MAX: usize = 5_000;
 const ERROR_MAX: usize = 2_000;
+const CORRECTED_TEXT_MAX: usize = 20_000;
+const REVIEWER_MAX: usize = 255;
 
 impl ClientRequest {
     pub fn status(&self) -> RequestStatus {
@@ -624,6 +654,60 @@ impl Aggregate for ClientRequest {
                 )
                 .await;
             }
+            ClientRequestCommand::RecordReview {
+                message_id,
+                reviewer,
+                quality,
+                corrected_text,
+                rating,
+                response_id,
+                response_updated_at,
+            } => {
+                self.require_created()?;
+                if !self
+                    .thread
+                    .iter()
+                    .any(|m| m.id == message_id && m.from_model)
+                {
+                    return Err(DomainError::NotFound { what: "message" });
+                }
+                if self.reviews.get(&response_id) == Some(&response_updated_at) {
+                    return Ok(()); // this response as it is now was recorded before
+                }
+                if quality == MessageRating::Undefined {
+                    return Err(DomainError::invalid(
+                        "quality",
+                        "must be ok, error or revision",
+                    ));
+                }
+                if rating.is_some_and(|r| !(1..=5).contains(&r)) {
+                    return Err(DomainError::invalid("rating", "must be 1 to 5"));
+                }
+                let reviewer = optional_text("reviewer", &reviewer, REVIEWER_MAX)?;
+                if reviewer.is_empty() {
+                    return Err(DomainError::invalid("reviewer", "must not be empty"));
+                }
+                let response_id = optional_text("response_id", &response_id, REVIEWER_MAX)?;
+                let response_updated_at =
+                    optional_text("response_updated_at", &response_updated_at, REVIEWER_MAX)?;
+                let corrected_text = corrected_text
+                    .map(|text| optional_text("corrected_text", &text, CORRECTED_TEXT_MAX))
+                    .transpose()?
+                    .filter(|text| !text.is_empty());
+                sink.write(
+                    ClientRequestEvent::MessageReviewed {
+                        message_id,
+                        reviewer,
+                        quality,
+                        corrected_text,
+                        rating,
+                        response_id,
+                        response_updated_at,
+                    },
+                    self,
+                )
+                .await;
+            }
             ClientRequestCommand::RequeueGeneration { generation_id } => {
                 let generation = self
                     .generations
@@ -649,6 +733,16 @@ impl Aggregate for ClientRequest {
     }
 
     fn apply(&mut self, event: ClientRequestEvent) {
+        if let ClientRequestEvent::MessageReviewed {
+            response_id,
+            response_updated_at,
+            ..
+        } = &event
+        {
+            self.reviews
+                .insert(response_id.clone(), response_updated_at.clone());
+            return;
+        }
         match event {
             ClientRequestEvent::ClientRequestCreated {
                 project_id,
@@ -733,7 +827,8 @@ impl Aggregate for ClientRequest {
                     self.status = Some(RequestStatus::Error);
                 }
             }
-            ClientRequestEvent::MessageRated { .. } => {}
+            ClientRequestEvent::MessageRated { .. }
+            | ClientRequestEvent::MessageReviewed { .. } => {}
             ClientRequestEvent::GenerationRequeued { generation_id } => {
                 if let Some(generation) = self.generations.get_mut(&generation_id) {
                     generation.finished = false;
@@ -1213,5 +1308,48 @@ mod tests {
             })
             .await
             .then_expect_error(DomainError::NotFound { what: "message" });
+    }
+
+    #[tokio::test]
+    async fn an_argilla_response_is_recorded_once_and_again_only_when_edited() {
+        let message_id = OFFER;
+        let review = |updated_at: &str| ClientRequestCommand::RecordReview {
+            message_id,
+            reviewer: " anna ".into(),
+            quality: MessageRating::Revision,
+            corrected_text: Some(" better text ".into()),
+            rating: Some(4),
+            response_id: "r-1".into(),
+            response_updated_at: updated_at.into(),
+        };
+        let reviewed = |updated_at: &str| ClientRequestEvent::MessageReviewed {
+            message_id,
+            reviewer: "anna".into(),
+            quality: MessageRating::Revision,
+            corrected_text: Some("better text".into()),
+            rating: Some(4),
+            response_id: "r-1".into(),
+            response_updated_at: updated_at.into(),
+        };
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated()])
+            .when_async(review("t1"))
+            .await
+            .then_expect_events(vec![reviewed("t1")]);
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated(), reviewed("t1")])
+            .when_async(review("t1"))
+            .await
+            .then_expect_events(vec![]);
+        RequestTest::with(())
+            .given(vec![created(), requested(), generated(), reviewed("t1")])
+            .when_async(review("t2"))
+            .await
+            .then_expect_events(vec![reviewed("t2")]);
+        RequestTest::with(())
+            .given(vec![created(), requested()])
+            .when_async(review("t1"))
+            .await
+            .then_expect_error_message("message not found");
     }
 }

@@ -1,6 +1,7 @@
 //! Offerflow's HTTP side: the REST API (commands and queries), the command layer in front of
 //! the event store, the server process and the CLI's building blocks.
 
+pub mod argilla;
 pub mod auth;
 pub mod commands;
 pub mod demo;
@@ -53,6 +54,7 @@ use crate::state::AppState;
         (name = "imports", description = "Importing clients from files and client databases"),
         (name = "statistics", description = "What sells, through which channel, to which clients, with which prompt; generation figures; CSV and XLSX exports"),
         (name = "audit", description = "History of each aggregate, the audit feed, schema versions"),
+        (name = "argilla", description = "The Argilla export's dead letters"),
     )
 )]
 struct ApiDoc;
@@ -93,6 +95,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::imports::router())
         .merge(routes::statistics::router())
         .merge(routes::history::router())
+        .merge(routes::argilla::router())
 }
 
 async fn wrong_method() -> ApiError {

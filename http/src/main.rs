@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use offerflow_http::argilla::ArgillaArgs;
 use offerflow_http::llm::LlmArgs;
 use offerflow_http::routes::users::{register_user, NewUser};
 use offerflow_http::seed::{seed_catalog, system_admin};
@@ -50,6 +51,8 @@ struct Global {
         global = true
     )]
     db_max_connections: u32,
+    #[command(flatten)]
+    argilla: ArgillaArgs,
     /// Log filter, e.g. `info` or `offerflow=debug,sqlx=warn`.
     #[arg(
         long,
@@ -211,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     )
     .await?;
     let result = match cli.command {
-        Command::Serve(args) => run_serve(&db, &data_dir, args).await,
+        Command::Serve(args) => run_serve(&db, &data_dir, args, g.argilla.config()?).await,
         Command::Worker { llm } => {
             let state = build_state(
                 db.pool.clone(),
@@ -233,7 +236,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Projections { command } => {
-            let state = tool_state(&db).await?;
+            // With the export configured, its checkpoint shows and rebuilds like a read model's.
+            let state = build_state(
+                db.pool.clone(),
+                StateOptions {
+                    argilla: g.argilla.config()?,
+                    ..StateOptions::default()
+                },
+            )
+            .await?;
             match command {
                 ProjectionsCommand::Status => print_status(&state).await,
                 ProjectionsCommand::Rebuild { name } => rebuild(&state, name).await,
@@ -303,6 +314,7 @@ async fn run_serve(
     db: &Database,
     data_dir: &std::path::Path,
     args: ServeArgs,
+    argilla: Option<inference_worker::argilla::ArgillaConfig>,
 ) -> anyhow::Result<()> {
     let config = AppConfig {
         max_body_bytes: args.max_body_bytes,
@@ -326,6 +338,7 @@ async fn run_serve(
             engine: EngineConfig::default(),
             generation: args.llm.settings()?,
             worker,
+            argilla,
         },
     )
     .await?;
@@ -369,13 +382,21 @@ async fn print_status(state: &AppState) -> anyhow::Result<()> {
             s.name, s.last_position, s.events_processed, s.events_behind, s.lag_seconds
         );
     }
+    if state.argilla.is_some() {
+        let (dead,): (i64,) = sqlx::query_as("SELECT count(*) FROM argilla_dead_letters")
+            .fetch_one(&state.pool)
+            .await?;
+        println!("argilla_export: {dead} dead-lettered message(s) (GET /api/v1/admin/argilla/dead-letters)");
+    }
     Ok(())
 }
 
 async fn rebuild(state: &AppState, name: Option<String>) -> anyhow::Result<()> {
     let names = match name {
         Some(name) => vec![name],
-        None => state.engine.names(),
+        // Every read model; a reactor (the Argilla export) only when named, as replaying it
+        // sends everything out again.
+        None => state.engine.read_model_names(),
     };
     for name in names {
         let bar = ProgressBar::new(0);

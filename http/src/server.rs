@@ -21,6 +21,7 @@ use crate::routes::users::{register_user, NewUser};
 use crate::seed::{seed_catalog, system_admin};
 use crate::state::{AppConfig, AppState};
 use crate::worker::{spawn_worker, WorkerSetup};
+use inference_worker::argilla::{ArgillaConfig, ArgillaExporter};
 use inference_worker::JobQueue;
 
 /// The database the process works on, and the embedded cluster if it runs one.
@@ -99,6 +100,8 @@ pub struct StateOptions {
     pub generation: GenerationSettings,
     /// A generation worker to run beside the API.
     pub worker: Option<WorkerSetup>,
+    /// Export offers to Argilla and read reviews back.
+    pub argilla: Option<ArgillaConfig>,
 }
 
 /// Applies pending migrations and builds what handlers and tools share.
@@ -107,7 +110,15 @@ pub async fn build_state(pool: PgPool, options: StateOptions) -> anyhow::Result<
         .run(&pool)
         .await
         .context("applying database migrations")?;
-    let engine = Engine::new(pool.clone(), all_projections(), options.engine);
+    let mut subscribers = all_projections();
+    let argilla = options
+        .argilla
+        .map(|config| ArgillaExporter::new(pool.clone(), config))
+        .transpose()?;
+    if let Some(exporter) = &argilla {
+        subscribers.push(exporter.clone());
+    }
+    let engine = Engine::new(pool.clone(), subscribers, options.engine);
     engine.register().await?;
     let keys = TokenKeys::load(&pool, options.jwt_secret.as_deref()).await?;
     let (stop, _) = watch::channel(false);
@@ -120,6 +131,7 @@ pub async fn build_state(pool: PgPool, options: StateOptions) -> anyhow::Result<
         generation: Arc::new(options.generation),
         jobs: JobQueue::new(pool.clone()),
         worker: options.worker,
+        argilla,
         stopping: stop.subscribe(),
         stop: Arc::new(stop),
         pool,
@@ -195,8 +207,14 @@ pub async fn serve_until(
             Arc::clone(&state.bus),
             state.pool.clone(),
             setup,
-            stop_rx,
+            stop_rx.clone(),
         ));
+    }
+    if let Some(exporter) = &state.argilla {
+        let ledger = Arc::new(crate::argilla::BusReviewLedger {
+            bus: Arc::clone(&state.bus),
+        });
+        subscribers.push(exporter.spawn(ledger, stop_rx));
     }
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -4,6 +4,7 @@ use projections::Engine;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use inference_worker::argilla::ArgillaExporter;
 use inference_worker::JobQueue;
 
 use crate::auth::{LoginThrottle, TokenKeys};
@@ -61,6 +62,9 @@ pub struct AppState {
     pub jobs: JobQueue,
     /// The worker `serve` runs beside the API, if this process generates.
     pub worker: Option<WorkerSetup>,
+    /// The Argilla exporter, when the export is switched on (it is also one of the engine's
+    /// subscribers).
+    pub argilla: Option<Arc<ArgillaExporter>>,
     /// Turns true when the server begins to shut down, so that endless responses (event
     /// streams) end and the graceful shutdown does not wait for them forever.
     pub stopping: watch::Receiver<bool>,

@@ -212,6 +212,8 @@ fn matrix() -> Vec<Row> {
         row(M::GET,    "/api/v1/users/{me}/history",                           None,                                                     [401, 200, 200, 200, 200]),
         row(M::GET,    "/api/v1/users/{spare}/history",                        None,                                                     [401, 403, 403, 403, 200]),
         row(M::GET,    "/api/v1/audit/events",                                 None,                                                     [401, 403, 403, 403, 200]),
+        row(M::GET,    "/api/v1/admin/argilla/dead-letters",                   None,                                                     [401, 403, 403, 403, 200]),
+        row(M::POST,   "/api/v1/admin/argilla/dead-letters/{nowhere}/requeue", None,                                                     [401, 403, 403, 403, 404]),
     ]
 }
 

@@ -1,5 +1,8 @@
 //! Reactors with side effects: the LLM generation worker and the Argilla exporter.
 //!
+//! The Argilla exporter ([`argilla::ArgillaExporter`]) is a subscriber of the engine whose
+//! "apply" upserts records into Argilla; see [`argilla`].
+//!
 //! They will consume the event log through `projections`' subscriber engine (or a job table
 //! filled in the same transaction as the triggering event) and write their results back as
 //! commands on the aggregates in `domain`.
@@ -67,6 +70,7 @@
 //! llama-cpp-python's server on that model: set `OFFERFLOW_LLAMA_CPP_PYTHON` to the python that
 //! `scripts/llama-cpp-python.sh` prints (`scripts/test.sh` does).
 
+pub mod argilla;
 pub mod backend;
 pub mod jobs;
 pub mod llama;

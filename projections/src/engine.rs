@@ -25,6 +25,11 @@ pub trait Projection: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
     /// The tables a rebuild empties.
     fn tables(&self) -> &'static [&'static str];
+    /// A reactor whose effects are outside the database (the Argilla export): readers never
+    /// wait for it, and its lag shows in the status without making the service unready.
+    fn is_reactor(&self) -> bool {
+        false
+    }
     /// Applies one event inside the batch's transaction. Must be idempotent per event.
     async fn apply(&self, db: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
 
@@ -211,6 +216,21 @@ impl Engine {
             .iter()
             .map(|s| s.projection.name().to_string())
             .collect()
+    }
+
+    /// The subscribers that keep read models: what a consistency token waits for.
+    pub fn read_model_names(&self) -> Vec<String> {
+        self.subscribers
+            .iter()
+            .filter(|s| !s.projection.is_reactor())
+            .map(|s| s.projection.name().to_string())
+            .collect()
+    }
+
+    pub fn is_reactor(&self, name: &str) -> bool {
+        self.subscribers
+            .iter()
+            .any(|s| s.projection.name() == name && s.projection.is_reactor())
     }
 
     /// Creates the checkpoint rows of subscribers seen for the first time.
@@ -553,7 +573,7 @@ impl Engine {
 
     /// Whether every subscriber has processed the token's event.
     pub async fn caught_up(&self, token: ConsistencyToken) -> anyhow::Result<bool> {
-        let names = self.names();
+        let names = self.read_model_names();
         let (done,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM subscriber_checkpoints
               WHERE subscriber = ANY($1) AND (last_tx, last_pos) >= ($2::text::xid8, $3)",

@@ -1,4 +1,5 @@
 //! Route modules mirror the API's paths; each exposes `router()`.
+pub mod argilla;
 pub mod auth;
 pub mod catalog;
 pub mod generations;

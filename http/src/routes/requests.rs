@@ -173,6 +173,15 @@ pub struct MessageView {
     pub completion_tokens: Option<i32>,
     pub duration_ms: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// The newest review from Argilla: `ok`, `error` or `revision`; none if not reviewed.
+    pub review_quality: Option<String>,
+    /// The reviewer's corrected text, if any.
+    pub review_corrected_text: Option<String>,
+    /// The reviewer's 1–5 rating, if any.
+    pub review_rating: Option<i16>,
+    /// Who reviewed it in Argilla (their Argilla user name).
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -515,7 +524,8 @@ async fn get_request(
         .map_err(|_| ApiError::not_found("client request"))?;
     let messages: Vec<MessageView> = sqlx::query_as(
         "SELECT id, message_type, text, rating AS status, rating_comment AS comment, flags, generation_id, parent_id,
-                model, prompt_version, prompt_tokens, completion_tokens, duration_ms, created_at
+                model, prompt_version, prompt_tokens, completion_tokens, duration_ms, created_at,
+                review_quality, review_corrected_text, review_rating, reviewed_by, reviewed_at
            FROM client_request_messages WHERE request_id = $1
           ORDER BY created_at, CASE message_type WHEN 'user' THEN 0 ELSE 1 END, id",
     )

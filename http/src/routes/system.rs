@@ -36,7 +36,10 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let max = state.config.ready_max_lag_seconds;
     match state.engine.status().await {
         Ok(subscribers) => {
-            let fresh = subscribers.iter().all(|s| s.lag_seconds <= max);
+            // A reactor's lag (Argilla unreachable) is shown but does not stop the API serving.
+            let fresh = subscribers
+                .iter()
+                .all(|s| s.lag_seconds <= max || state.engine.is_reactor(&s.name));
             let status = if fresh {
                 StatusCode::OK
             } else {

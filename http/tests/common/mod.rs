@@ -65,25 +65,28 @@ pub async fn state_with_worker(
     worker: Option<WorkerSetup>,
     generation: GenerationSettings,
 ) -> AppState {
-    build_state(
-        pool,
-        StateOptions {
-            worker,
-            generation,
-            config: AppConfig {
-                consistency_wait_ms: 10_000,
-                ..AppConfig::default()
-            },
-            jwt_secret: Some("a test signing key that is long enough".into()),
-            engine: EngineConfig {
-                batch_size: 500,
-                poll_interval: Duration::from_millis(100),
-                ..EngineConfig::default()
-            },
+    build_state(pool, test_options(worker, generation))
+        .await
+        .expect("state builds")
+}
+
+/// The tests' server settings: a worker if given, quick polling, a fixed signing key.
+pub fn test_options(worker: Option<WorkerSetup>, generation: GenerationSettings) -> StateOptions {
+    StateOptions {
+        worker,
+        generation,
+        config: AppConfig {
+            consistency_wait_ms: 10_000,
+            ..AppConfig::default()
         },
-    )
-    .await
-    .expect("state builds")
+        jwt_secret: Some("a test signing key that is long enough".into()),
+        engine: EngineConfig {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(100),
+            ..EngineConfig::default()
+        },
+        ..StateOptions::default()
+    }
 }
 
 pub struct TestServer {
@@ -111,8 +114,13 @@ impl TestServer {
         worker: Option<WorkerSetup>,
         generation: GenerationSettings,
     ) -> TestServer {
+        TestServer::start_with_options(test_options(worker, generation)).await
+    }
+
+    /// A server with these settings on a fresh database, the catalog seeded and one admin.
+    pub async fn start_with_options(options: StateOptions) -> TestServer {
         let (url, pool) = fresh_database().await;
-        let server = TestServer::on_with(url, pool, worker, generation).await;
+        let server = TestServer::on_with_options(url, pool, options).await;
         seed_catalog(&server.state, &cli_metadata())
             .await
             .expect("seed");
@@ -162,7 +170,14 @@ impl TestServer {
         worker: Option<WorkerSetup>,
         generation: GenerationSettings,
     ) -> TestServer {
-        let state = state_with_worker(pool.clone(), worker, generation).await;
+        TestServer::on_with_options(url, pool, test_options(worker, generation)).await
+    }
+
+    /// A server on an existing database with these settings.
+    pub async fn on_with_options(url: String, pool: PgPool, options: StateOptions) -> TestServer {
+        let state = build_state(pool.clone(), options)
+            .await
+            .expect("state builds");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
         let serving = state.clone();

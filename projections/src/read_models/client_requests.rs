@@ -294,6 +294,31 @@ async fn apply_generation_event(
         ClientRequestEvent::GenerationRequeued { .. } => {
             set_status(db, request, RequestStatus::InProgress, None, at).await
         }
+        ClientRequestEvent::MessageReviewed {
+            message_id,
+            reviewer,
+            quality,
+            corrected_text,
+            rating,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE client_request_messages
+                    SET review_quality = $2, review_corrected_text = $3, review_rating = $4,
+                        reviewed_by = $5, reviewed_at = $6, updated_at = $6
+                  WHERE id = $1",
+            )
+            .bind(message_id)
+            .bind(quality.as_str())
+            .bind(corrected_text)
+            .bind(rating.map(i16::from))
+            .bind(reviewer)
+            .bind(at)
+            .execute(db)
+            .await
+            .context("recording a review from Argilla")?;
+            Ok(())
+        }
         ClientRequestEvent::ClientRequestCreated { .. }
         | ClientRequestEvent::OutcomeRecorded { .. } => Ok(()),
     }
