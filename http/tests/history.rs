@@ -561,3 +561,141 @@ async fn a_v1_outcome_is_upcast_wherever_it_is_read() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_names_field(&body, "credited_to");
 }
+
+/// Records a reviewer's response from Argilla as the sync does, through the bus.
+async fn review(
+    server: &TestServer,
+    request: Uuid,
+    offer: Uuid,
+    (reviewer, response_id): (&str, &str),
+    quality: domain::client_request::MessageRating,
+    corrected_text: Option<&str>,
+    rating: Option<u8>,
+) {
+    server
+        .state
+        .bus
+        .execute(
+            &server.state.bus.requests,
+            request,
+            ClientRequestCommand::RecordReview {
+                message_id: offer,
+                reviewer: reviewer.into(),
+                quality,
+                corrected_text: corrected_text.map(str::to_string),
+                rating,
+                response_id: response_id.into(),
+                response_updated_at: "2026-11-24T10:00:00Z".into(),
+            },
+            &EventMetadata::new(Actor::Process("argilla-sync".into()), "test-run"),
+        )
+        .await
+        .expect("the review is recorded");
+}
+
+#[tokio::test]
+async fn as_of_shows_the_review_an_offer_had_then() {
+    use domain::client_request::MessageRating;
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (_, manager) = server.user(&admin, "manager@bank.test").await;
+    let (project, sms, _) = project_with_channels(&manager).await;
+    let (status, body) = manager
+        .post(
+            &format!("/api/v1/projects/{project}/channels/{sms}/requests"),
+            client_data(1),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let request = body["id"].as_str().expect("id").to_string();
+    let request_id: Uuid = request.parse().expect("uuid");
+    let (status, body) = manager
+        .post(
+            &format!("/api/v1/requests/{request}/generations"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let generation: Uuid = body["generation_id"]
+        .as_str()
+        .expect("generation_id")
+        .parse()
+        .expect("uuid");
+    let offer = Uuid::new_v4();
+    server
+        .state
+        .bus
+        .execute(
+            &server.state.bus.requests,
+            request_id,
+            ClientRequestCommand::CompleteGeneration {
+                generation_id: generation,
+                message_id: offer,
+                text: "Кэшбэк 5% на всё этой осенью.".into(),
+                model: "SmolLM2-135M-Instruct".into(),
+                prompt_tokens: 120,
+                completion_tokens: 14,
+                duration_ms: 850,
+                flags: vec![],
+            },
+            &EventMetadata::new(Actor::Process("test-worker".into()), "test-run"),
+        )
+        .await
+        .expect("the offer is recorded");
+    let unreviewed = observe(&server, &manager, &request, &project).await;
+
+    review(
+        &server,
+        request_id,
+        offer,
+        ("alice", "response-1"),
+        MessageRating::Revision,
+        Some("Кэшбэк 5% на все покупки до конца ноября."),
+        Some(2),
+    )
+    .await;
+    let revised = observe(&server, &manager, &request, &project).await;
+    // A later review by someone else replaces the first: no corrected text, no rating now.
+    review(
+        &server,
+        request_id,
+        offer,
+        ("bob", "response-2"),
+        MessageRating::Ok,
+        None,
+        None,
+    )
+    .await;
+    let approved = observe(&server, &manager, &request, &project).await;
+
+    let shown = |seen: &Seen| {
+        let message = &seen.request["messages"][1];
+        assert_eq!(message["id"], offer.to_string(), "{}", seen.request);
+        json!([
+            message["review_quality"],
+            message["review_corrected_text"],
+            message["review_rating"],
+            message["reviewed_by"],
+            message["reviewed_at"].is_string(),
+        ])
+    };
+    assert_eq!(shown(&unreviewed), json!([null, null, null, null, false]));
+    assert_eq!(
+        shown(&revised),
+        json!([
+            "revision",
+            "Кэшбэк 5% на все покупки до конца ноября.",
+            2,
+            "alice",
+            true
+        ])
+    );
+    assert_eq!(shown(&approved), json!(["ok", null, null, "bob", true]));
+    for seen in [&unreviewed, &revised, &approved] {
+        let (status, then) = manager
+            .get(&format!("/api/v1/requests/{request}?as_of={}", at(seen.at)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{then}");
+        assert_eq!(then, seen.request, "the request as of {}", seen.at);
+    }
+}

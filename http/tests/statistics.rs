@@ -1,6 +1,6 @@
 //! Statistics for managers, over real HTTP: after a scripted scenario (three projects, two
 //! channels, two client clusters, changed outcomes, generations at two prompt versions, failures,
-//! changed ratings), every figure equals the one counted by hand; a rebuild of the read model
+//! changed ratings, reviews from Argilla, one replaced by a later one), every figure equals the one counted by hand; a rebuild of the read model
 //! gives the same figures; projects and dates filter; only managers and admins may read them;
 //! the CSV and XLSX exports read back with the same figures.
 mod common;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use calamine::{Data, DataType, Reader, Xlsx};
 use common::{catalog_id, Client, TestServer};
 use domain::chat::{ChatMessage, ChatRole, SamplingParams};
-use domain::client_request::ClientRequestCommand;
+use domain::client_request::{ClientRequestCommand, MessageRating};
 use offerflow_http::server::cli_metadata;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -49,6 +49,32 @@ fn ask(generation: Uuid, prompt_version: u32) -> ClientRequestCommand {
         prompt_version,
         params: SamplingParams::default(),
     }
+}
+
+/// Records a reviewer's response from Argilla, as the sync does.
+async fn review(
+    server: &TestServer,
+    request: &str,
+    offer: Uuid,
+    response_id: &str,
+    quality: MessageRating,
+    corrected_text: Option<&str>,
+    rating: Option<u8>,
+) {
+    run(
+        server,
+        request,
+        ClientRequestCommand::RecordReview {
+            message_id: offer,
+            reviewer: "reviewer".into(),
+            quality,
+            corrected_text: corrected_text.map(str::to_string),
+            rating,
+            response_id: response_id.into(),
+            response_updated_at: "2026-11-24T10:00:00Z".into(),
+        },
+    )
+    .await;
 }
 
 /// Asks for a text at `prompt_version` and records it; returns the offer's id.
@@ -254,7 +280,7 @@ async fn scenario() -> Scenario {
 
     // Generations: r1 at prompt version 1, then again at version 2; r2 at version 1; r3 fails
     // once, then for good; r9 (project C) at version 1.
-    let _first = generate(&server, &r1, 1, 10, 100).await;
+    let first = generate(&server, &r1, 1, 10, 100).await;
     let second = generate(&server, &r1, 2, 30, 300).await;
     let r2_offer = generate(&server, &r2, 1, 20, 200).await;
     let failing = Uuid::new_v4();
@@ -272,12 +298,66 @@ async fn scenario() -> Scenario {
         )
         .await;
     }
-    generate(&server, &r9, 1, 50, 1000).await;
+    let r9_offer = generate(&server, &r9, 1, 50, 1000).await;
 
     // Ratings, one changed.
     rate(&manager, second, "ok").await;
     rate(&manager, second, "error").await;
     rate(&performer, r2_offer, "revision").await;
+
+    // Reviews from Argilla: r1's first text ok (4); its second revision with a corrected text
+    // (2), then replaced by another reviewer's error (1, no correction); r2's text revision
+    // with a corrected text, no rating; C's text ok (5), not the manager's.
+    review(
+        &server,
+        &r1,
+        first,
+        "resp-1",
+        MessageRating::Ok,
+        None,
+        Some(4),
+    )
+    .await;
+    review(
+        &server,
+        &r1,
+        second,
+        "resp-2",
+        MessageRating::Revision,
+        Some("Карта с кэшбэком для вас"),
+        Some(2),
+    )
+    .await;
+    review(
+        &server,
+        &r1,
+        second,
+        "resp-3",
+        MessageRating::Error,
+        None,
+        Some(1),
+    )
+    .await;
+    review(
+        &server,
+        &r2,
+        r2_offer,
+        "resp-4",
+        MessageRating::Revision,
+        Some("Кредитная карта на ваших условиях"),
+        None,
+    )
+    .await;
+    review(
+        &server,
+        &r9,
+        r9_offer,
+        "resp-5",
+        MessageRating::Ok,
+        None,
+        Some(5),
+    )
+    .await;
 
     Scenario {
         server,
@@ -442,6 +522,38 @@ fn check_manager_figures(s: &Scenario, figures: &Value) {
         );
     }
 
+    // Reviews per channel and prompt version, each offer's newest review once:
+    // v1: r1's first (ok, 4) and r2's (revision, corrected, unrated); v2: r1's second, whose
+    // revision (corrected, 2) was replaced by an error (1).
+    let reviews = figures["reviews"].as_array().expect("reviews");
+    assert_eq!(reviews.len(), 2, "{reviews:?}");
+    for row in reviews {
+        assert_eq!(row["channel_id"], sms, "{row}");
+        assert!(
+            !row["channel"].as_str().unwrap_or_default().is_empty(),
+            "{row}"
+        );
+        let (counts, mean) = match row["prompt_version"].as_i64() {
+            Some(1) => (json!([2, 1, 0, 1, 1, 1, 4]), 4.0),
+            Some(2) => (json!([1, 0, 1, 0, 0, 1, 1]), 1.0),
+            _ => panic!("unexpected prompt version: {row}"),
+        };
+        assert_eq!(
+            json!([
+                row["reviewed"],
+                row["ok"],
+                row["error"],
+                row["revision"],
+                row["corrected"],
+                row["rated"],
+                row["rating_sum"]
+            ]),
+            counts,
+            "{row}"
+        );
+        assert!(close(&row["mean_rating"], mean, 1e-9), "{row}");
+    }
+
     // Generation: three texts of 100, 200 and 300 ms (60 tokens in 0.6 s), two failed
     // attempts, one of them final. The latency histogram reads within 2.5%.
     let generation = figures["generation"].as_array().expect("generation");
@@ -509,6 +621,19 @@ async fn projects_and_dates_filter_and_bad_parameters_are_named() {
         vec![(s.cc.clone(), 1)]
     );
     assert_eq!(c["generation"][0]["generated"], 1);
+    // C's one offer, reviewed ok with a 5.
+    let c_reviews = c["reviews"].as_array().expect("reviews");
+    assert_eq!(c_reviews.len(), 1, "{c_reviews:?}");
+    assert_eq!(
+        json!([
+            c_reviews[0]["prompt_version"],
+            c_reviews[0]["reviewed"],
+            c_reviews[0]["ok"],
+            c_reviews[0]["rating_sum"],
+            c_reviews[0]["mean_rating"]
+        ]),
+        json!([1, 1, 1, 5, 5.0])
+    );
     assert_eq!(
         s.figures(&s.admin, &format!("{API}/statistics?project_id={}", s.c))
             .await["totals"],
@@ -538,6 +663,24 @@ async fn projects_and_dates_filter_and_bad_parameters_are_named() {
         close(&all["generation"][0]["p95_latency_ms"], 1000.0, 25.0),
         "{all}"
     );
+    // Every project's v1 SMS reviews: r1's first (ok, 4), r2's (revision), C's (ok, 5).
+    let v1 = all["reviews"]
+        .as_array()
+        .expect("reviews")
+        .iter()
+        .find(|r| r["prompt_version"] == 1)
+        .unwrap_or_else(|| panic!("no v1 reviews: {all}"));
+    assert_eq!(
+        json!([
+            v1["reviewed"],
+            v1["ok"],
+            v1["revision"],
+            v1["rated"],
+            v1["rating_sum"]
+        ]),
+        json!([3, 2, 1, 2, 9])
+    );
+    assert!(close(&v1["mean_rating"], 4.5, 1e-9), "{v1}");
     // Naming the three projects is the same question.
     let named = s
         .figures(
@@ -553,6 +696,7 @@ async fn projects_and_dates_filter_and_bad_parameters_are_named() {
         "requests_by_outcome",
         "conversion",
         "ratings",
+        "reviews",
         "generation",
     ] {
         assert_eq!(named[figure], all[figure], "{figure}");
@@ -592,7 +736,13 @@ async fn projects_and_dates_filter_and_bad_parameters_are_named() {
         assert_eq!(outside["totals"]["requests"], 0, "{range}: {outside}");
         // Members and channels are today's, whatever the range.
         assert_eq!(outside["totals"]["members"], 2, "{range}");
-        for figure in ["requests_by_product", "conversion", "ratings", "generation"] {
+        for figure in [
+            "requests_by_product",
+            "conversion",
+            "ratings",
+            "reviews",
+            "generation",
+        ] {
             assert_eq!(outside[figure], json!([]), "{range}: {figure}");
         }
     }
@@ -730,6 +880,7 @@ async fn csv_and_xlsx_exports_read_back_with_the_same_figures() {
         "channel_popularity",
         "requests_by_channel",
         "ratings",
+        "reviews",
         "generation",
     ] {
         assert_eq!(
@@ -797,6 +948,7 @@ async fn csv_and_xlsx_exports_read_back_with_the_same_figures() {
         "requests_by_channel",
         "requests_by_outcome",
         "ratings",
+        "reviews",
         "generation",
     ] {
         assert!(workbook.worksheet_range(sheet).is_ok(), "{sheet}");

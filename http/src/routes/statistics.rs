@@ -114,6 +114,7 @@ pub struct Statistics {
     pub requests_by_outcome: Vec<OutcomeCount>,
     pub conversion: Vec<Conversion>,
     pub ratings: Vec<Ratings>,
+    pub reviews: Vec<Reviews>,
     pub generation: Vec<GenerationDay>,
 }
 
@@ -193,6 +194,28 @@ pub struct Ratings {
     pub revision: i64,
     /// Offers nobody has rated yet.
     pub unrated: i64,
+}
+
+/// Reviews from Argilla of the offers of one channel and prompt version, generated in the date
+/// range: each offer's newest review, once.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct Reviews {
+    pub channel_id: Uuid,
+    pub channel: String,
+    pub prompt_version: i32,
+    /// Offers reviewed.
+    pub reviewed: i64,
+    pub ok: i64,
+    pub error: i64,
+    pub revision: i64,
+    /// Reviews that came with a corrected text.
+    pub corrected: i64,
+    /// Reviews that came with a 1–5 rating, and the sum of those ratings.
+    pub rated: i64,
+    pub rating_sum: i64,
+    /// `rating_sum / rated`; null when no review was rated.
+    #[sqlx(skip)]
+    pub mean_rating: Option<f64>,
 }
 
 /// Generation work of one day (UTC).
@@ -556,6 +579,31 @@ pub async fn compute(
     .await
     .context("summing ratings")?;
 
+    let mut reviews: Vec<Reviews> = sqlx::query_as(&format!(
+        "SELECT r.channel_id, coalesce(s.name, '') AS channel, r.prompt_version,
+                sum(r.reviewed)::int8 AS reviewed, sum(r.ok)::int8 AS ok, sum(r.error)::int8 AS error,
+                sum(r.revision)::int8 AS revision, sum(r.corrected)::int8 AS corrected,
+                sum(r.rating_count)::int8 AS rated, sum(r.rating_sum)::int8 AS rating_sum
+           FROM statistics_reviews r LEFT JOIN sales_channels s ON s.id = r.channel_id
+          WHERE r.project_id = ANY($1) AND {PERIODS}
+          GROUP BY r.channel_id, s.name, r.prompt_version
+         HAVING sum(r.reviewed) <> 0
+          ORDER BY s.name, r.channel_id, r.prompt_version"
+    ))
+    .bind(projects)
+    .bind(ranges[0])
+    .bind(ranges[1])
+    .bind(ranges[2])
+    .bind(ranges[3])
+    .bind(ranges[4])
+    .bind(ranges[5])
+    .fetch_all(pool)
+    .await
+    .context("summing reviews")?;
+    for row in &mut reviews {
+        row.mean_rating = (row.rated > 0).then(|| row.rating_sum as f64 / row.rated as f64);
+    }
+
     let nil = [Uuid::nil()];
     let generation_owners: &[Uuid] = if every_project { &nil } else { projects };
     let work: Vec<(NaiveDate, i64, i64, i64, i64, i64)> = sqlx::query_as(&format!(
@@ -628,6 +676,7 @@ pub async fn compute(
         requests_by_outcome,
         conversion,
         ratings,
+        reviews,
         generation,
     })
 }
@@ -797,6 +846,41 @@ pub fn tables(s: &Statistics) -> Vec<Table> {
                         r.error.into(),
                         r.revision.into(),
                         r.unrated.into(),
+                    ]
+                })
+                .collect(),
+        },
+        Table {
+            name: "reviews".into(),
+            headers: headers(&[
+                "channel_id",
+                "channel",
+                "prompt_version",
+                "reviewed",
+                "ok",
+                "error",
+                "revision",
+                "corrected",
+                "rated",
+                "rating_sum",
+                "mean_rating",
+            ]),
+            rows: s
+                .reviews
+                .iter()
+                .map(|r| {
+                    vec![
+                        uuid_cell(&r.channel_id),
+                        r.channel.as_str().into(),
+                        i64::from(r.prompt_version).into(),
+                        r.reviewed.into(),
+                        r.ok.into(),
+                        r.error.into(),
+                        r.revision.into(),
+                        r.corrected.into(),
+                        r.rated.into(),
+                        r.rating_sum.into(),
+                        r.mean_rating.into(),
                     ]
                 })
                 .collect(),

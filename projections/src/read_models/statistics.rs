@@ -3,8 +3,8 @@
 //! pre-aggregated rows instead of grouping every client request.
 //!
 //! Each request, generation and offer has a state row saying where its one count sits; a change
-//! takes the count from the old place and adds it to the new one. Reviews from Argilla will add
-//! their own rows beside `statistics_ratings` when `MessageReviewed` exists.
+//! takes the count from the old place and adds it to the new one. Reviews from Argilla have their
+//! own rows beside `statistics_ratings`: an offer's newest review counts, once.
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::NaiveDate;
@@ -328,6 +328,68 @@ async fn count_rating(
     Ok(())
 }
 
+/// An offer's newest review, as `statistics_review_state` keeps it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct ReviewState {
+    quality: String,
+    corrected: bool,
+    rating: Option<i16>,
+}
+
+impl ReviewState {
+    /// What the review adds to `statistics_reviews`: reviewed, ok, error, revision, corrected,
+    /// rating sum, rating count.
+    fn counts(&self, sign: i64) -> [i64; 7] {
+        let is = |quality: MessageRating| sign * i64::from(self.quality == quality.as_str());
+        [
+            sign,
+            is(MessageRating::Ok),
+            is(MessageRating::Error),
+            is(MessageRating::Revision),
+            sign * i64::from(self.corrected),
+            sign * self.rating.map_or(0, i64::from),
+            sign * i64::from(self.rating.is_some()),
+        ]
+    }
+}
+
+async fn count_review(
+    db: &mut PgConnection,
+    place: &MessagePlace,
+    counts: [i64; 7],
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO statistics_reviews (project_id, period, day, channel_id, prompt_version,
+                                         reviewed, ok, error, revision, corrected, rating_sum, rating_count)
+         SELECT $1, p.period, p.day, $4, $5, $6, $7, $8, $9, $10, $11, $12
+           FROM (VALUES ('day', $2::date), ('month', $3::date)) AS p(period, day)
+         ON CONFLICT (project_id, period, day, channel_id, prompt_version) DO UPDATE SET
+             reviewed = statistics_reviews.reviewed + EXCLUDED.reviewed,
+             ok = statistics_reviews.ok + EXCLUDED.ok,
+             error = statistics_reviews.error + EXCLUDED.error,
+             revision = statistics_reviews.revision + EXCLUDED.revision,
+             corrected = statistics_reviews.corrected + EXCLUDED.corrected,
+             rating_sum = statistics_reviews.rating_sum + EXCLUDED.rating_sum,
+             rating_count = statistics_reviews.rating_count + EXCLUDED.rating_count",
+    )
+    .bind(place.project_id)
+    .bind(place.day)
+    .bind(first_of_month(place.day))
+    .bind(place.channel_id)
+    .bind(place.prompt_version)
+    .bind(counts[0])
+    .bind(counts[1])
+    .bind(counts[2])
+    .bind(counts[3])
+    .bind(counts[4])
+    .bind(counts[5])
+    .bind(counts[6])
+    .execute(db)
+    .await
+    .context("counting a review")?;
+    Ok(())
+}
+
 /// Adds to one project's generation figures of one day.
 async fn count_generation_work(
     db: &mut PgConnection,
@@ -386,6 +448,8 @@ impl Projection for StatisticsProjection {
             "statistics_requests",
             "statistics_requests_by_product",
             "statistics_ratings",
+            "statistics_review_state",
+            "statistics_reviews",
             "statistics_generation_daily",
             "statistics_latency_daily",
         ]
@@ -804,6 +868,59 @@ async fn apply_request(db: &mut PgConnection, event: &StoredEvent) -> anyhow::Re
                 .bind(&new.rating)
                 .execute(db)
                 .await?;
+            Ok(())
+        }
+        ClientRequestEvent::MessageReviewed {
+            message_id,
+            quality,
+            corrected_text,
+            rating,
+            ..
+        } => {
+            let place: Option<MessagePlace> = sqlx::query_as(
+                "SELECT project_id, day, channel_id, prompt_version, rating FROM statistics_message_state
+                  WHERE message_id = $1",
+            )
+            .bind(message_id)
+            .fetch_optional(&mut *db)
+            .await?;
+            let Some(place) = place else { return Ok(()) };
+            let old: Option<ReviewState> = sqlx::query_as(
+                "SELECT quality, corrected, rating FROM statistics_review_state WHERE message_id = $1",
+            )
+            .bind(message_id)
+            .fetch_optional(&mut *db)
+            .await
+            .context("reading an offer's review state")?;
+            let new = ReviewState {
+                quality: quality.as_str().into(),
+                corrected: corrected_text.is_some(),
+                rating: rating.map(i16::from),
+            };
+            if old.as_ref() == Some(&new) {
+                return Ok(());
+            }
+            // The newest review replaces the earlier one: take the old one's counts back.
+            let mut counts = new.counts(1);
+            if let Some(old) = &old {
+                for (c, o) in counts.iter_mut().zip(old.counts(-1)) {
+                    *c += o;
+                }
+            }
+            count_review(db, &place, counts).await?;
+            sqlx::query(
+                "INSERT INTO statistics_review_state (message_id, quality, corrected, rating)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (message_id) DO UPDATE SET
+                     quality = EXCLUDED.quality, corrected = EXCLUDED.corrected, rating = EXCLUDED.rating",
+            )
+            .bind(message_id)
+            .bind(&new.quality)
+            .bind(new.corrected)
+            .bind(new.rating)
+            .execute(db)
+            .await
+            .context("recording an offer's review state")?;
             Ok(())
         }
         ClientRequestEvent::GenerationRequeued { .. } => Ok(()),
