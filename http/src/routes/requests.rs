@@ -599,6 +599,11 @@ async fn request_as_of(
                         prompt_tokens: None,
                         completion_tokens: None,
                         duration_ms: None,
+                        review_quality: None,
+                        review_corrected_text: None,
+                        review_rating: None,
+                        reviewed_by: None,
+                        reviewed_at: None,
                         created_at: at,
                     });
                 }
@@ -634,6 +639,11 @@ async fn request_as_of(
                         prompt_tokens: Some(*prompt_tokens as i32),
                         completion_tokens: Some(*completion_tokens as i32),
                         duration_ms: Some(*duration_ms as i64),
+                        review_quality: None,
+                        review_corrected_text: None,
+                        review_rating: None,
+                        reviewed_by: None,
+                        reviewed_at: None,
                         created_at: at,
                     });
                 }
@@ -661,6 +671,23 @@ async fn request_as_of(
             ClientRequestEvent::GenerationRequeued { .. } => {
                 status_reason = None;
                 updated_at = Some(at);
+            }
+            // The newest review replaces the one before, as in the read model.
+            ClientRequestEvent::MessageReviewed {
+                message_id,
+                reviewer,
+                quality,
+                corrected_text,
+                rating,
+                ..
+            } => {
+                if let Some(message) = messages.iter_mut().find(|m| m.id == *message_id) {
+                    message.review_quality = Some(quality.as_str().into());
+                    message.review_corrected_text = corrected_text.clone();
+                    message.review_rating = rating.map(i16::from);
+                    message.reviewed_by = Some(reviewer.clone());
+                    message.reviewed_at = Some(at);
+                }
             }
             // A failure that will be retried changes nothing shown here.
             _ => {}
@@ -709,6 +736,8 @@ async fn request_as_of(
         created_at,
         updated_at: updated_at.unwrap_or(created_at),
         messages: Some(messages),
+        // Only the request list carries it; the live single view leaves it out too.
+        latest_offer: None,
     })
 }
 

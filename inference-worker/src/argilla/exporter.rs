@@ -136,7 +136,7 @@ impl RequestFacts {
                 self.channel_id = Some(channel_id);
                 self.cluster = cluster_of(&client_data);
             }
-            ClientRequestEvent::OutcomeRecorded { outcome } => self.outcome = Some(outcome),
+            ClientRequestEvent::OutcomeRecorded { outcome, .. } => self.outcome = Some(outcome),
             ClientRequestEvent::GenerationRequested {
                 generation_id,
                 messages,

@@ -806,7 +806,8 @@ async fn apply_request(db: &mut PgConnection, event: &StoredEvent) -> anyhow::Re
                 .await?;
             Ok(())
         }
-        ClientRequestEvent::GenerationRequeued { .. } => Ok(()),
+        ClientRequestEvent::GenerationRequeued { .. }
+        | ClientRequestEvent::MessageReviewed { .. } => Ok(()),
     }
 }
 
