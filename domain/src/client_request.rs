@@ -196,9 +196,7 @@ pub enum ClientRequestCommand {
         comment: Option<String>,
     },
     /// An admin sends a generation that failed for good back to the workers.
-    RequeueGeneration {
-        generation_id: Uuid,
-    },
+    RequeueGeneration { generation_id: Uuid },
     /// A reviewer's submitted response in Argilla. The same response (id and `updated_at`)
     /// records nothing again; an edited one is a new review.
     RecordReview {

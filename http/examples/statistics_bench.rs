@@ -193,9 +193,9 @@ async fn run(pool: &PgPool, requests: u64) -> anyhow::Result<()> {
         .map(|(id,)| id)
         .collect();
     let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("a date");
-    // A question: its name, the projects asked about, and the date range.
-    type Question<'a> = (&'a str, Vec<Uuid>, Option<NaiveDate>, Option<NaiveDate>);
-    let scenarios: Vec<Question> = vec![
+    // (what is asked, the projects, from, to)
+    type Scenario<'a> = (&'a str, Vec<Uuid>, Option<NaiveDate>, Option<NaiveDate>);
+    let scenarios: Vec<Scenario> = vec![
         (
             "a manager's 3 projects, all days",
             all[..3].to_vec(),

@@ -599,12 +599,12 @@ async fn request_as_of(
                         prompt_tokens: None,
                         completion_tokens: None,
                         duration_ms: None,
-                        created_at: at,
                         review_quality: None,
                         review_corrected_text: None,
                         review_rating: None,
                         reviewed_by: None,
                         reviewed_at: None,
+                        created_at: at,
                     });
                 }
                 status_reason = None;
@@ -639,12 +639,12 @@ async fn request_as_of(
                         prompt_tokens: Some(*prompt_tokens as i32),
                         completion_tokens: Some(*completion_tokens as i32),
                         duration_ms: Some(*duration_ms as i64),
-                        created_at: at,
                         review_quality: None,
                         review_corrected_text: None,
                         review_rating: None,
                         reviewed_by: None,
                         reviewed_at: None,
+                        created_at: at,
                     });
                 }
                 status_reason = None;
@@ -672,7 +672,7 @@ async fn request_as_of(
                 status_reason = None;
                 updated_at = Some(at);
             }
-            // The newest review replaces the earlier one, as in the thread's table.
+            // The newest review replaces the one before, as in the read model.
             ClientRequestEvent::MessageReviewed {
                 message_id,
                 reviewer,
@@ -736,6 +736,7 @@ async fn request_as_of(
         created_at,
         updated_at: updated_at.unwrap_or(created_at),
         messages: Some(messages),
+        // Only the request list carries it; the live single view leaves it out too.
         latest_offer: None,
     })
 }
