@@ -83,7 +83,7 @@ function rating(m) {
       if (await attempt(() => put(`/messages/${m.id}/rating`, { status, comment: comment.value || null }), t('Saved'))) render();
     } }, label);
   return h('div', { class: 'rate row', role: 'group', 'aria-label': t('Rate') },
-    choose('ok', `👍 ${t('Good')}`), choose('revision', t('Needs work')), choose('error', `👎 ${t('Bad')}`), comment);
+    choose('ok', t('Good')), choose('revision', t('Needs work')), choose('error', t('Bad')), comment);
 }
 
 async function history(box, id) {
