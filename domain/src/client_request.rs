@@ -348,6 +348,19 @@ impl ClientRequest {
         }
         Ok(())
     }
+
+    /// Ratings and reviews are of offers: a message the model wrote in this request's thread.
+    fn require_offer(&self, message_id: Uuid) -> Result<(), DomainError> {
+        self.require_created()?;
+        if !self
+            .thread
+            .iter()
+            .any(|m| m.id == message_id && m.from_model)
+        {
+            return Err(DomainError::NotFound { what: "message" });
+        }
+        Ok(())
+    }
 }
 
 pub const MAX_COLUMNS: usize = 500;
@@ -630,14 +643,7 @@ impl Aggregate for ClientRequest {
                 rating,
                 comment,
             } => {
-                self.require_created()?;
-                if !self
-                    .thread
-                    .iter()
-                    .any(|m| m.id == message_id && m.from_model)
-                {
-                    return Err(DomainError::NotFound { what: "message" });
-                }
+                self.require_offer(message_id)?;
                 let comment = comment
                     .map(|text| optional_text("comment", &text, COMMENT_MAX))
                     .transpose()?
@@ -661,14 +667,7 @@ impl Aggregate for ClientRequest {
                 response_id,
                 response_updated_at,
             } => {
-                self.require_created()?;
-                if !self
-                    .thread
-                    .iter()
-                    .any(|m| m.id == message_id && m.from_model)
-                {
-                    return Err(DomainError::NotFound { what: "message" });
-                }
+                self.require_offer(message_id)?;
                 if self.reviews.get(&response_id) == Some(&response_updated_at) {
                     return Ok(()); // this response as it is now was recorded before
                 }
