@@ -9,7 +9,8 @@
 //! It makes a database of its own on the cluster in OFFERFLOW_TEST_DATABASE_URL (else
 //! DATABASE_URL), fills it with SQL (50 projects of 8 products, 2 of 4 channels each, 8 client
 //! clusters, 3 prompt versions, 180 days, outcomes and generations at random with a fixed seed),
-//! and times each query. STATISTICS_BENCH_REQUESTS changes the number of requests.
+//! and times each query. STATISTICS_BENCH_REQUESTS changes the number of requests;
+//! STATISTICS_BENCH_KEEP keeps the database afterwards, to look at query plans.
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -82,13 +83,19 @@ const FILL: &[&str] = &[
             count(*) FILTER (WHERE NOT generated AND duration_ms % 20 = 0), 0, 40 * count(*) FILTER (WHERE generated),
             coalesce(sum(duration_ms) FILTER (WHERE generated), 0)
        FROM bench_raw GROUP BY GROUPING SETS ((project_id, day), (day)) ORDER BY day",
-    "INSERT INTO statistics_latency_daily
-     SELECT coalesce(project_id, '00000000-0000-0000-0000-000000000000'), day, floor(ln(duration_ms) / ln(1.05))::int + 1,
-            count(*)
+    "CREATE TABLE bench_latency AS
+     SELECT coalesce(project_id, '00000000-0000-0000-0000-000000000000') AS project_id, day,
+            floor(ln(duration_ms) / ln(1.05))::int + 1 AS bucket, count(*) AS messages
        FROM bench_raw WHERE generated
       GROUP BY GROUPING SETS ((project_id, day, floor(ln(duration_ms) / ln(1.05))::int + 1),
-                              (day, floor(ln(duration_ms) / ln(1.05))::int + 1))
-      ORDER BY day",
+                              (day, floor(ln(duration_ms) / ln(1.05))::int + 1))",
+    "INSERT INTO statistics_latency
+     SELECT d.project_id, d.day,
+            ('[' || d.low || ':' || d.high || ']=' || array_agg(coalesce(l.messages, 0) ORDER BY b)::text)::int8[]
+       FROM (SELECT project_id, day, min(bucket) AS low, max(bucket) AS high FROM bench_latency GROUP BY 1, 2) d
+      CROSS JOIN LATERAL generate_series(d.low, d.high) AS b
+       LEFT JOIN bench_latency l ON l.project_id = d.project_id AND l.day = d.day AND l.bucket = b
+      GROUP BY d.project_id, d.day, d.low, d.high ORDER BY d.day",
     "VACUUM ANALYZE",
 ];
 
@@ -149,9 +156,14 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let result = run(&pool, requests).await;
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await?;
+    // Kept on request, to look at the queries' plans afterwards.
+    if std::env::var_os("STATISTICS_BENCH_KEEP").is_some() {
+        println!("kept the database {name}");
+    } else {
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
+    }
     result
 }
 
@@ -172,7 +184,7 @@ async fn run(pool: &PgPool, requests: u64) -> anyhow::Result<()> {
     };
     println!(
         "filled in {:.1} s: {} client_requests; statistics_requests {} rows ({} day, the rest month), \
-         statistics_requests_by_product {}, statistics_ratings {}, statistics_generation_daily {}, statistics_latency_daily {}",
+         statistics_requests_by_product {}, statistics_ratings {}, statistics_generation_daily {}, statistics_latency {}",
         started.elapsed().as_secs_f64(),
         count("client_requests").await?,
         count("statistics_requests").await?,
@@ -183,7 +195,7 @@ async fn run(pool: &PgPool, requests: u64) -> anyhow::Result<()> {
         count("statistics_requests_by_product").await?,
         count("statistics_ratings").await?,
         count("statistics_generation_daily").await?,
-        count("statistics_latency_daily").await?,
+        count("statistics_latency").await?,
     );
 
     let all: Vec<Uuid> = sqlx::query_as::<_, (Uuid,)>("SELECT id FROM bench_projects ORDER BY n")

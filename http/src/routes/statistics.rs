@@ -617,19 +617,10 @@ pub async fn compute(
     .fetch_all(pool)
     .await
     .context("summing generation work")?;
-    // The nearest-rank median and p95 of each day, found in the summed histogram by the
-    // database, so only two buckets a day come back.
-    let latencies: Vec<(NaiveDate, Option<i32>, Option<i32>)> = sqlx::query_as(&format!(
-        "WITH histogram AS (
-              SELECT day, bucket, sum(messages) AS n FROM statistics_latency_daily WHERE {days}
-               GROUP BY day, bucket),
-              running AS (
-              SELECT day, bucket, sum(n) OVER (PARTITION BY day ORDER BY bucket) AS seen,
-                     sum(n) OVER (PARTITION BY day) AS total
-                FROM histogram)
-         SELECT day, min(bucket) FILTER (WHERE seen >= greatest(ceil(0.5 * total), 1)),
-                min(bucket) FILTER (WHERE seen >= greatest(ceil(0.95 * total), 1))
-           FROM running WHERE total > 0 GROUP BY day"
+    // Each day's histograms, one row per project and day (its buckets from `low` on), summed
+    // here; the nearest-rank median and p95 come from the sum.
+    let histograms: Vec<(NaiveDate, i32, Vec<Option<i64>>)> = sqlx::query_as(&format!(
+        "SELECT day, array_lower(messages, 1), messages[:] FROM statistics_latency WHERE {days}"
     ))
     .bind(generation_owners)
     .bind(start)
@@ -637,10 +628,7 @@ pub async fn compute(
     .fetch_all(pool)
     .await
     .context("reading latency histograms")?;
-    let mut latencies: std::collections::HashMap<NaiveDate, (Option<i32>, Option<i32>)> = latencies
-        .into_iter()
-        .map(|(day, median, p95)| (day, (median, p95)))
-        .collect();
+    let mut latencies = latency_percentiles(histograms);
     let generation = work
         .into_iter()
         .map(
@@ -679,6 +667,50 @@ pub async fn compute(
         reviews,
         generation,
     })
+}
+
+/// Each day's nearest-rank median and p95 latency buckets, from its histograms (a day's rows,
+/// one per project: the first bucket's number and the counts from it on).
+fn latency_percentiles(
+    histograms: Vec<(NaiveDate, i32, Vec<Option<i64>>)>,
+) -> std::collections::HashMap<NaiveDate, (Option<i32>, Option<i32>)> {
+    let mut days: std::collections::BTreeMap<NaiveDate, Vec<i64>> = Default::default();
+    for (day, low, counts) in histograms {
+        let Ok(low) = usize::try_from(low) else {
+            continue;
+        };
+        let sum = days.entry(day).or_default();
+        if sum.len() < low + counts.len() {
+            sum.resize(low + counts.len(), 0);
+        }
+        for (i, n) in counts.into_iter().enumerate() {
+            sum[low + i] += n.unwrap_or(0);
+        }
+    }
+    days.into_iter()
+        .filter_map(|(day, counts)| {
+            let total: i64 = counts.iter().sum();
+            if total <= 0 {
+                return None;
+            }
+            let rank = |q: f64| ((q * total as f64).ceil() as i64).max(1);
+            let bucket_of = |rank: i64| {
+                let mut seen = 0;
+                counts.iter().position(|n| {
+                    seen += n;
+                    seen >= rank
+                })
+            };
+            let as_bucket = |b: Option<usize>| b.and_then(|b| i32::try_from(b).ok());
+            Some((
+                day,
+                (
+                    as_bucket(bucket_of(rank(0.5))),
+                    as_bucket(bucket_of(rank(0.95))),
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// The whole months inside `[from, to]`: the first month's first day, the day after the last
@@ -1024,5 +1056,26 @@ mod tests {
             period_ranges(Some(d("2026-03-02")), Some(d("2026-03-31"))),
             [first, first, d("2026-03-02"), d("2026-04-01"), first, first]
         );
+    }
+
+    #[test]
+    fn a_days_percentiles_come_from_the_sum_of_its_projects_histograms() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        let found = latency_percentiles(vec![
+            // One project: 3 offers in bucket 10, a hole, 1 in bucket 12.
+            (d("2026-03-01"), 10, vec![Some(3), None, Some(1)]),
+            // Another: 16 offers in bucket 11, 1 in bucket 40.
+            (d("2026-03-01"), 11, {
+                let mut v = vec![Some(16)];
+                v.extend(std::iter::repeat_n(None, 28));
+                v.push(Some(1));
+                v
+            }),
+            (d("2026-03-02"), 0, vec![Some(0)]),
+        ]);
+        // 21 offers: the median is the 11th (bucket 11), the p95 the 20th (bucket 12).
+        assert_eq!(found.get(&d("2026-03-01")), Some(&(Some(11), Some(12))));
+        // A day whose histograms hold nothing has no percentiles.
+        assert_eq!(found.get(&d("2026-03-02")), None);
     }
 }

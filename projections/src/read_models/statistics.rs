@@ -451,7 +451,7 @@ impl Projection for StatisticsProjection {
             "statistics_review_state",
             "statistics_reviews",
             "statistics_generation_daily",
-            "statistics_latency_daily",
+            "statistics_latency",
         ]
     }
 
@@ -824,9 +824,11 @@ async fn apply_request(db: &mut PgConnection, event: &StoredEvent) -> anyhow::Re
             )
             .await?;
             sqlx::query(
-                "INSERT INTO statistics_latency_daily (project_id, day, bucket, messages)
-                 SELECT owner, $2, $3, 1 FROM UNNEST(ARRAY[$1, $4]::uuid[]) AS owner
-                 ON CONFLICT (project_id, day, bucket) DO UPDATE SET messages = statistics_latency_daily.messages + 1",
+                "INSERT INTO statistics_latency (project_id, day, messages)
+                 SELECT owner, $2, array_fill(1::int8, ARRAY[1], ARRAY[$3])
+                   FROM UNNEST(ARRAY[$1, $4]::uuid[]) AS owner
+                 ON CONFLICT (project_id, day) DO UPDATE
+                    SET messages[$3] = coalesce(statistics_latency.messages[$3], 0) + 1",
             )
             .bind(project_id)
             .bind(day)
