@@ -32,7 +32,28 @@ async fn cold(b: &mut Browser, url: &str, mark: &str, ready: &str) -> f64 {
             json!([mark]),
         )
         .await;
-    at.as_f64().expect("the page marked itself")
+    let at = at.as_f64().expect("the page marked itself");
+    report_if_slow(b, url, at).await;
+    at
+}
+
+/// A slow page says which of its requests waited, and on what.
+async fn report_if_slow(b: &Browser, url: &str, at: f64) {
+    if at <= 2000.0 {
+        return;
+    }
+    let slow = b
+        .run(
+            "return performance.getEntriesByType('resource').filter(e => e.duration > 500)
+               .map(e => `${e.name} start ${e.startTime.toFixed(0)} queued ${(e.requestStart - e.startTime).toFixed(0)} connect ${(e.connectEnd - e.connectStart).toFixed(0)} \
+wait ${(e.responseStart - e.requestStart).toFixed(0)} duration ${e.duration.toFixed(0)}`).join('\\n')",
+            json!([]),
+        )
+        .await;
+    eprintln!(
+        "{url} was usable after {at:.0} ms; its slow requests:\n{}",
+        slow.as_str().unwrap_or("")
+    );
 }
 
 /// Clicks `css` and returns the ms until the table was drawn again.
@@ -153,15 +174,16 @@ async fn main() {
     for _ in 0..runs {
         b.goto(&format!("{channel_url}?q=Якутия")).await;
         b.wait_for("the table", table_ready).await;
-        search.push(
-            b.run(
+        let at = b
+            .run(
                 "const m = performance.getEntriesByName('offerflow:table'); return m[m.length - 1].startTime",
                 json!([]),
             )
             .await
             .as_f64()
-            .expect("ms"),
-        );
+            .expect("ms");
+        report_if_slow(&b, &channel_url, at).await;
+        search.push(at);
     }
     b.quit().await;
     println!("UI over loopback, {clients} clients in the channel, {runs} runs each (median / worst, ms):");

@@ -1385,6 +1385,24 @@ async fn channels_are_attached_with_versioned_prompts_and_detached() {
         "Коротко и по делу: {client}"
     );
     assert_eq!(versions["items"][1]["prompt"], first_prompt);
+    // Who wrote a version is named, not only identified.
+    assert!(
+        versions["items"][0]["author"]
+            .as_str()
+            .is_some_and(|name| !name.is_empty()),
+        "{versions}"
+    );
+    // Nothing was generated yet: no version produced an offer, and an unknown version is a 404.
+    assert_eq!(versions["items"][1]["offers"], 0);
+    let (status, offers) = admin
+        .get(&format!("{channels}/{sms}/prompts/1/offers"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{offers}");
+    assert_eq!(offers["total"], 0);
+    let (status, body) = admin
+        .get(&format!("{channels}/{sms}/prompts/7/offers"))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     // The same text again records nothing; an empty one is refused.
     let (status, _) = admin
         .patch(

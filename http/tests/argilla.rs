@@ -656,6 +656,14 @@ async fn a_record_argilla_refuses_is_dead_lettered_and_requeued_once_the_cause_i
     let (status, dead) = admin.get("/api/v1/admin/argilla/dead-letters").await;
     assert_eq!(status, StatusCode::OK, "{dead}");
     assert_eq!(dead["total"], 2, "{dead}");
+    // The status an admin sees says where the export goes, that it is caught up, and that two
+    // messages wait.
+    let (status, export) = admin.get("/api/v1/admin/argilla/status").await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    assert_eq!(export["configured"], true, "{export}");
+    assert_eq!(export["url"], argilla.url().as_str(), "{export}");
+    assert_eq!(export["events_behind"], 0, "{export}");
+    assert_eq!(export["dead_letters"], 2, "{export}");
     let mut dead_ids: Vec<Uuid> = dead["items"]
         .as_array()
         .expect("items")

@@ -161,6 +161,7 @@ fn matrix() -> Vec<Row> {
         row(M::PATCH,  "/api/v1/projects/{project}/channels/{sms}",            Some(r#"{"prompt": "Промпт {n}"}"#),                      [401, 404, 403, 200, 200]),
         fresh(M::DELETE, "/api/v1/projects/{project}/channels/{email}",        None,                                                     [401, 404, 403, 200, 200]),
         row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/prompts",    None,                                                     [401, 404, 200, 200, 200]),
+        row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/prompts/{version}/offers", None,                                         [401, 404, 200, 200, 200]),
 
         // Client requests and outcomes.
         row(M::GET,    "/api/v1/projects/{project}/channels/{sms}/requests",   None,                                                     [401, 404, 200, 200, 200]),
@@ -212,6 +213,7 @@ fn matrix() -> Vec<Row> {
         row(M::GET,    "/api/v1/users/{me}/history",                           None,                                                     [401, 200, 200, 200, 200]),
         row(M::GET,    "/api/v1/users/{spare}/history",                        None,                                                     [401, 403, 403, 403, 200]),
         row(M::GET,    "/api/v1/audit/events",                                 None,                                                     [401, 403, 403, 403, 200]),
+        row(M::GET,    "/api/v1/admin/argilla/status",                         None,                                                     [401, 403, 403, 403, 200]),
         row(M::GET,    "/api/v1/admin/argilla/dead-letters",                   None,                                                     [401, 403, 403, 403, 200]),
         row(M::POST,   "/api/v1/admin/argilla/dead-letters/{nowhere}/requeue", None,                                                     [401, 403, 403, 403, 404]),
     ]
@@ -293,6 +295,8 @@ impl World {
             assert_eq!(status, StatusCode::CREATED, "{body}");
             fixed.insert(name, body["id"].as_str().expect("id").to_string());
         }
+        // Every attached channel starts at prompt version 1.
+        fixed.insert("version", "1".to_string());
         fixed.insert("nowhere", uuid::Uuid::new_v4().to_string());
         fixed.insert("spare", user_ids["spare"].clone());
         fixed.insert("candidate", user_ids["candidate"].clone());

@@ -151,6 +151,127 @@ async fn rate_and_sell(b: &mut Browser) {
     b.screenshot("rated-and-sold").await;
 }
 
+/// The request's history and its state at the first moment; the SMS prompt changed and its
+/// earlier version's texts; a catalog edit (refused, then accepted); the admin pages.
+async fn look_back_and_administer(
+    b: &mut Browser,
+    base: &str,
+    request_url: &str,
+    project_id: &str,
+) {
+    // The timeline: added, asked, written, rated, sold, oldest first, in the marketer's words.
+    b.goto(request_url).await;
+    b.wait_for(
+        "the request's timeline",
+        "const items = [...document.querySelectorAll('section.history ol.timeline li strong')].map(e => e.textContent);
+         return items.length >= 5 && items[0] === 'Клиент добавлен' && items.includes('Текст написан')
+           && items.includes('Записан результат')",
+    )
+    .await;
+    b.screenshot("history").await;
+    // Its state right after it was added: no offer yet, nothing to press.
+    b.press("section.history ol.timeline li:first-child a")
+        .await;
+    b.wait_for(
+        "the state at the first moment",
+        "return new URLSearchParams(location.search).has('as_of') && !!document.querySelector('p.banner')
+           && document.querySelector('[data-test=request-status]')?.textContent === 'новая'
+           && !document.querySelector('li.msg.offer') && !document.querySelector('[data-test=regenerate]')",
+    )
+    .await;
+    b.screenshot("history-as-of").await;
+
+    // A new SMS prompt: version 2; version 1 keeps the five texts it produced.
+    b.goto(&format!("{base}/projects/{project_id}")).await;
+    b.press("article[data-channel=SMS] [data-test=edit-prompt]")
+        .await;
+    b.replace(
+        "dialog textarea[name=prompt]",
+        "Коротко, дружелюбно, с выгодой для клиента в первой фразе.",
+    )
+    .await;
+    b.press("dialog button.primary").await;
+    b.wait_for(
+        "the SMS channel at version 2",
+        "return document.querySelector('article[data-channel=SMS] p.muted')?.textContent.includes('версия 2')",
+    )
+    .await;
+    b.press("article[data-channel=SMS] [data-test=prompt-versions]")
+        .await;
+    b.wait_for(
+        "both versions listed",
+        "const items = document.querySelectorAll('dialog ol.versions > li');
+         return items.length === 2 && items[0].textContent.includes('0 текстов') && items[1].textContent.includes('5 текстов')",
+    )
+    .await;
+    b.press("dialog [data-test=version-offers-1]").await;
+    b.wait_for(
+        "version 1's texts",
+        "return document.querySelectorAll('dialog .version-offers[data-version=\"1\"] ul.offers li').length === 5",
+    )
+    .await;
+    b.screenshot("prompt-versions").await;
+    b.press("dialog .actions button").await;
+
+    // The catalog: a product without a name is refused with the field named, then renamed.
+    b.goto(&format!("{base}/catalog")).await;
+    b.press("tr[data-key=CC] button").await;
+    b.replace("dialog input[name=name]", " ").await;
+    b.press("dialog button.primary").await;
+    let refused = b.text_of("dialog p.error").await;
+    assert!(
+        refused.starts_with("Проверьте поле «Название»") && refused.contains("name"),
+        "{refused}"
+    );
+    b.screenshot("catalog-refused").await;
+    b.replace("dialog input[name=name]", "Кредитная карта «Осень»")
+        .await;
+    b.press("dialog button.primary").await;
+    b.wait_for(
+        "the renamed product",
+        "return !document.querySelector('dialog') && document.querySelector('tr[data-key=CC] td:nth-child(2)')?.textContent === 'Кредитная карта «Осень»'",
+    )
+    .await;
+    b.screenshot("catalog").await;
+
+    // Administration: users, a new API token shown once, dead jobs, the exporter.
+    b.goto(&format!("{base}/admin/users")).await;
+    b.wait_for(
+        "the users",
+        "return [...document.querySelectorAll('main table tbody td')].some(td => td.textContent === 'admin@bank.test')",
+    )
+    .await;
+    b.screenshot("admin-users").await;
+    b.goto(&format!("{base}/admin/tokens")).await;
+    b.fill("main form input[name=name]", "Выгрузка в CRM").await;
+    b.press("main form button[type=submit]").await;
+    let secret = b
+        .wait_for(
+            "the new token, shown once",
+            "const v = document.querySelector('dialog input.mono')?.value; return v && v.length > 20 && v",
+        )
+        .await;
+    assert!(secret.as_str().is_some_and(|s| !s.is_empty()));
+    b.screenshot("admin-token").await;
+    b.press("dialog button.primary").await;
+    b.wait_for(
+        "the token listed",
+        "return [...document.querySelectorAll('main table tbody td')].some(td => td.textContent === 'Выгрузка в CRM')",
+    )
+    .await;
+    b.goto(&format!("{base}/admin/dead-jobs")).await;
+    b.wait_for(
+        "the dead jobs",
+        "return document.querySelector('main table tbody td.muted')?.textContent === 'Пока пусто'",
+    )
+    .await;
+    b.screenshot("admin-dead-jobs").await;
+    b.goto(&format!("{base}/admin/exporter")).await;
+    let state = b.text_of("[data-test=export-state]").await;
+    assert!(state.contains("выключена"), "{state}");
+    b.screenshot("admin-exporter").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_manager_imports_generates_rates_sells_and_sees_it_on_the_dashboard() {
     let server = TestServer::start_with_worker(Some(worker(llama(4096), 3))).await;
@@ -218,6 +339,7 @@ async fn a_manager_imports_generates_rates_sells_and_sees_it_on_the_dashboard() 
     assert_eq!(requests["total"], 5, "{requests}");
 
     rate_and_sell(&mut b).await;
+    let request_url = b.url().await;
 
     // The dashboard of this project counts the sale.
     b.goto(&format!(
@@ -230,6 +352,7 @@ async fn a_manager_imports_generates_rates_sells_and_sees_it_on_the_dashboard() 
     let conversion = b.text_of("table[data-test=conversion] tbody").await;
     assert!(conversion.contains("СМС"), "{conversion}");
     b.screenshot("dashboard").await;
+    look_back_and_administer(&mut b, &server.base, &request_url, &project_id).await;
 
     // The same pages are usable on a phone-sized screen.
     b.resize(360, 800).await;
@@ -320,6 +443,43 @@ async fn a_performer_does_their_part_and_the_managers_steps_fail_cleanly() {
         .get(&format!("/api/v1/projects/{project}/members"))
         .await;
     assert_eq!(members["total"], 2, "{members}");
+    b.quit().await;
+    server.stop().await;
+}
+
+/// A page left for another keeps no connection open: the channel page's live progress stream
+/// is closed when the page is hidden, even when the browser keeps the page for its back button.
+/// Before, six visits held the browser's six connections to the server and the next page's
+/// requests waited about a minute for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaving_the_live_channel_page_frees_its_connection() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let (project, sms, email) = project_with_channels(&admin).await;
+    let mut b = Browser::start("leaving").await;
+    sign_in(&mut b, &server.base, ADMIN_EMAIL).await;
+    for visit in 0..8 {
+        let channel = if visit % 2 == 0 { &sms } else { &email };
+        b.goto(&format!(
+            "{}/projects/{project}/channels/{channel}",
+            server.base
+        ))
+        .await;
+        // Six connections per host: had the pages left behind kept theirs, this page's requests
+        // would queue until the server dropped one (about a minute), not a few milliseconds.
+        let drawn = b
+            .wait_for(
+                "the channel table",
+                "const m = performance.getEntriesByName('offerflow:table'); return m.length && m[0].startTime",
+            )
+            .await;
+        let drawn = drawn.as_f64().expect("ms since navigation");
+        assert!(
+            drawn < 10_000.0,
+            "visit {visit}: the table was drawn {drawn:.0} ms after navigation"
+        );
+    }
+    b.screenshot("channel").await;
     b.quit().await;
     server.stop().await;
 }

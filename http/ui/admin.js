@@ -1,5 +1,5 @@
 // Administration: users, API tokens, dead generation jobs, the Argilla exporter.
-import { h, mount, field, fmtDate, modal } from './dom.js';
+import { h, mount, field, fmtDate, modal, toast } from './dom.js';
 import { get, post, patch, del, missingRoute } from './api.js';
 import { t } from './i18n.js';
 import { app, attempt, render } from './app.js';
@@ -24,10 +24,10 @@ export async function usersPage(main) {
     h('form', { class: 'card row', onsubmit: async (e) => {
       e.preventDefault();
       if (await attempt(() => post('/users', { email: email.value, name: name.value, password: password.value, is_admin: admin.checked }), t('Saved'))) render();
-    } }, field(t('Email'), email), field(t('Name'), name), field(t('Password'), password),
+    } }, field(t('Email'), email), field(t('Full name'), name), field(t('Password'), password),
     h('label', { class: 'check' }, admin, t('Administrator')), h('button', { type: 'submit', class: 'primary' }, t('New user'))),
     h('div', { class: 'table-wrap' }, h('table', {},
-      h('thead', {}, h('tr', {}, [t('Name'), t('Email'), t('Position'), t('Administrator'), t('Active'), ''].map((x) => h('th', { scope: 'col' }, x)))),
+      h('thead', {}, h('tr', {}, [t('Full name'), t('Email'), t('Position'), t('Administrator'), t('Active'), ''].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, list.items.map((u) => h('tr', {},
         h('td', {}, u.name), h('td', {}, u.email), h('td', {}, u.position), h('td', {}, u.is_admin ? '✓' : ''), h('td', {}, u.active ? '✓' : '—'),
         h('td', {}, h('button', { type: 'button', onclick: async () => {
@@ -44,9 +44,12 @@ export async function tokensPage(main) {
       e.preventDefault();
       const r = await attempt(() => post('/api-tokens', { name: name.value }));
       if (!r) return;
-      const secret = h('input', { readonly: true, value: r.token || r.secret || '', class: 'mono', 'aria-label': t('New token') });
+      const secret = h('input', { readonly: true, value: r.token || r.secret || '', class: 'mono wide', 'aria-label': t('New token') });
+      const copy = h('button', { type: 'button', onclick: async () => {
+        try { await navigator.clipboard.writeText(secret.value); toast(t('Copied'), 'ok'); } catch { secret.select(); }
+      } }, t('Copy'));
       const d = modal(t('New token'), h('div', {}, h('p', {}, t('Copy it now: it is shown only once')), secret),
-        [h('button', { type: 'button', class: 'primary', onclick: () => d.close() }, 'OK')]);
+        [copy, h('button', { type: 'button', class: 'primary', onclick: () => d.close() }, 'OK')]);
       d.addEventListener('close', () => render());
       secret.select();
     } }, field(t('Name'), name), h('button', { type: 'submit', class: 'primary' }, t('New token'))),
@@ -80,9 +83,20 @@ export async function exporterPage(main) {
   const offset = Number(params.get('offset') || 0);
   let body;
   try {
-    const letters = await get(`/admin/argilla/dead-letters?limit=50&offset=${offset}`);
+    const [status, letters] = await Promise.all([get('/admin/argilla/status'), get(`/admin/argilla/dead-letters?limit=50&offset=${offset}`)]);
     const items = letters.items || [];
-    body = h('section', { class: 'card' },
+    const state = !status.configured ? t('The export to Argilla is off in this server (OFFERFLOW_ARGILLA_URL)')
+      : status.events_behind > 0 ? `${t('Behind the log')}: ${status.events_behind} · ${Math.round(status.lag_seconds)} ${t('s')}`
+        : t('Caught up with the log');
+    const facts = status.configured ? h('dl', { class: 'kv' },
+      h('dt', {}, 'Argilla'), h('dd', { class: 'mono' }, status.url),
+      h('dt', {}, t('Workspace')), h('dd', {}, status.workspace),
+      h('dt', {}, t('Datasets')), h('dd', { class: 'mono' }, `${status.dataset_prefix}…`),
+      h('dt', {}, t('Events exported')), h('dd', {}, String(status.events_processed ?? 0)),
+      h('dt', {}, t('Updated')), h('dd', {}, fmtDate(status.updated_at))) : null;
+    body = [h('section', { class: 'card', 'data-test': 'export-status' },
+      h('h2', {}, t('Exporter')), h('p', { role: 'status', 'data-test': 'export-state' }, state), facts),
+    h('section', { class: 'card' },
       h('h2', {}, `${t('Dead letters')}: ${letters.total ?? items.length}`),
       h('div', { class: 'table-wrap' }, h('table', {},
         h('thead', {}, h('tr', {}, [t('Client'), 'dataset', 'HTTP', t('Last error'), t('Attempts'), t('When'), ''].map((x) => h('th', { scope: 'col' }, x)))),
@@ -95,7 +109,7 @@ export async function exporterPage(main) {
             if (await attempt(() => post(`/admin/argilla/dead-letters/${d.message_id}/requeue`), t('Queued'))) render();
           } }, t('Requeue')))))
           : h('tr', {}, h('td', { colspan: 7, class: 'muted' }, t('Nothing here yet')))))),
-      pager(letters.total ?? items.length, offset, 50, (o) => { history.replaceState(null, '', `?offset=${o}`); render(); }));
+      pager(letters.total ?? items.length, offset, 50, (o) => { history.replaceState(null, '', `?offset=${o}`); render(); }))];
   } catch (err) {
     body = h('p', { class: 'card muted', role: 'status' }, missingRoute(err) ? t('Not available in this build') : err.message);
   }

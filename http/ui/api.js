@@ -53,8 +53,8 @@ function headers(extra) {
   return h;
 }
 
-export async function raw(method, path, body, retry = true) {
-  const opts = { method, headers: headers() };
+export async function raw(method, path, body, retry = true, signal = undefined) {
+  const opts = { method, headers: headers(), signal };
   if (body instanceof FormData) opts.body = body;
   else if (body !== undefined) {
     opts.body = JSON.stringify(body);
@@ -67,10 +67,10 @@ export async function raw(method, path, body, retry = true) {
     if (e && e.error && (e.error.fields || []).includes('consistency_token')) {
       consistency = null;
       sessionStorage.removeItem('offerflow.consistency');
-      return raw(method, path, body, retry);
+      return raw(method, path, body, retry, signal);
     }
   }
-  if (r.status === 401 && retry && (await refresh())) return raw(method, path, body, false);
+  if (r.status === 401 && retry && (await refresh())) return raw(method, path, body, false, signal);
   if (r.status === 401) {
     auth.clear();
     window.dispatchEvent(new Event('offerflow:signed-out'));
@@ -111,12 +111,13 @@ export async function blob(path) {
 }
 
 // Server-sent events over fetch: EventSource cannot send the Authorization header.
+// The signal aborts the request itself, so a page left before the stream answered does not keep
+// a connection (browsers allow six per host) open behind the next page.
 export async function stream(path, onEvent, signal) {
-  const r = await raw('GET', path);
+  const r = await raw('GET', path, undefined, true, signal);
   if (!r.ok || !r.body) throw new ApiError(r.status, null);
   const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
-  signal?.addEventListener('abort', () => reader.cancel().catch(() => {}));
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;

@@ -42,6 +42,11 @@ document.addEventListener('click', (e) => {
   go(url.pathname + url.search);
 });
 window.addEventListener('popstate', () => render());
+// A page the browser keeps for its back button (the back/forward cache) is frozen, not closed:
+// its live streams would stay open, and with six connections per host a few such pages starve
+// the next page's requests. Stop them when the page is hidden; draw it again if it comes back.
+window.addEventListener('pagehide', () => { for (const f of app.cleanup.splice(0)) f(); });
+window.addEventListener('pageshow', (e) => { if (e.persisted) render(); });
 window.addEventListener('offerflow:signed-out', () => { app.me = null; go('/login', true); });
 
 function header() {

@@ -2,7 +2,7 @@
 // inline outcomes and export.
 import { h, mount, field, select, toast, download } from './dom.js';
 import { get, post, put, raw, blob, stream, missingRoute, remember, ApiError } from './api.js';
-import { t } from './i18n.js';
+import { t, count } from './i18n.js';
 import { app, attempt } from './app.js';
 import { pager } from './pages.js';
 
@@ -287,7 +287,7 @@ function importPanel(box, base, onDone) {
       for (;;) {
         status = await get(`/imports/${body.id}`);
         if (!['queued', 'pending', 'running', 'in_progress', 'accepted'].includes(status.status)) break;
-        mount(report, h('p', {}, `${t('Import is running')}: ${status.rows ?? 0} ${t('rows')}`), h('progress', { 'aria-label': t('Import is running') }));
+        mount(report, h('p', {}, `${t('Import is running')}: ${count(status.rows ?? 0, 'rows')}`), h('progress', { 'aria-label': t('Import is running') }));
         await new Promise((res) => setTimeout(res, 500));
       }
       remember(status);
@@ -304,7 +304,7 @@ function importPanel(box, base, onDone) {
 
   function showReport(s) {
     mount(report, h('h3', {}, t('Import report')),
-      h('p', { 'data-test': 'import-summary' }, `${s.rows ?? 0} ${t('rows')} · ${s.created ?? 0} ${t('created')} · ${s.duplicates ?? 0} ${t('duplicates')} · ${(s.rejected || []).length} ${t('rejected')}`),
+      h('p', { 'data-test': 'import-summary' }, `${count(s.rows ?? 0, 'rows')} · ${s.created ?? 0} ${t('created')} · ${s.duplicates ?? 0} ${t('duplicates')} · ${(s.rejected || []).length} ${t('rejected')}`),
       s.error ? h('p', { class: 'error', role: 'alert' }, s.error) : null,
       (s.rejected || []).length ? h('div', { class: 'table-wrap' }, h('table', { class: 'small' },
         h('thead', {}, h('tr', {}, h('th', {}, t('Row')), h('th', {}, t('Reason')))),

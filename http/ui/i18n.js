@@ -56,13 +56,43 @@ const ru = {
   'Offers generated': 'Сгенерировано текстов', 'Failed for good': 'Не удалось сгенерировать',
   'Median generation time, ms': 'Медиана генерации, мс', 'Offers generated per day': 'Тексты по дням',
   'the import refuses a file with undescribed columns': 'импорт не примет файл с колонками без описания',
-  'Edit product': 'Изменить продукт', 'Edit channel': 'Изменить канал', 'Welcome': 'Добро пожаловать',
+  'Client added': 'Клиент добавлен', 'Offer requested': 'Запрошен текст', 'Offer written': 'Текст написан',
+  'Generation failed': 'Генерация не удалась', 'Generation requeued': 'Генерация перезапущена', 'Offer rated': 'Текст оценён',
+  'Outcome recorded': 'Записан результат', 'Reviewed in Argilla': 'Проверен в Argilla',
+  'Check the field': 'Проверьте поле', 'Copy': 'Копировать', 'Copied': 'Скопировано', 'Full name': 'Имя', 'Collapse': 'Свернуть', 'Show texts': 'Показать тексты', 'Behind the log': 'Отстаёт от журнала', 's': 'с',
+  'Caught up with the log': 'Журнал выгружен полностью', 'Workspace': 'Рабочая область', 'Datasets': 'Наборы данных',
+  'Events exported': 'Обработано событий', 'Updated': 'Обновлено',
+  'The export to Argilla is off in this server (OFFERFLOW_ARGILLA_URL)': 'Выгрузка в Argilla в этом сервере выключена (OFFERFLOW_ARGILLA_URL)', 'Edit product': 'Изменить продукт', 'Edit channel': 'Изменить канал', 'Welcome': 'Добро пожаловать',
 };
 
 let lang = localStorage.getItem('offerflow.lang') || 'ru';
 
 export function t(key) {
   return lang === 'ru' ? (ru[key] ?? key) : key;
+}
+
+// A number with its noun in the right form: Russian has three (1 заявка, 2 заявки, 5 заявок).
+const forms = {
+  channels: { ru: ['канал', 'канала', 'каналов'], en: ['channel', 'channels'] },
+  members: { ru: ['участник', 'участника', 'участников'], en: ['member', 'members'] },
+  requests: { ru: ['заявка', 'заявки', 'заявок'], en: ['request', 'requests'] },
+  rows: { ru: ['строка', 'строки', 'строк'], en: ['row', 'rows'] },
+  texts: { ru: ['текст', 'текста', 'текстов'], en: ['text', 'texts'] },
+};
+
+export function count(n, noun) {
+  const f = forms[noun];
+  if (!f) return `${n} ${t(noun)}`;
+  if (lang !== 'ru') return `${n} ${f.en[n === 1 ? 0 : 1]}`;
+  const tens = Math.abs(n) % 100;
+  const ones = tens % 10;
+  const form = tens >= 11 && tens <= 14 ? 2 : ones === 1 ? 0 : ones >= 2 && ones <= 4 ? 1 : 2;
+  return `${n} ${f.ru[form]}`;
+}
+
+// How a rating reads: `ok` is also a request status ("готово"), so ratings have words of their own.
+export function ratingName(status) {
+  return t({ ok: 'Good', revision: 'Needs work', error: 'Bad' }[status] || status);
 }
 
 export function getLang() { return lang; }

@@ -1,7 +1,7 @@
 // Projects, a project's page, the catalog and the caller's account.
 import { h, mount, field, select, fmtDate, modal, toast } from './dom.js';
 import { get, post, patch, put, del } from './api.js';
-import { t } from './i18n.js';
+import { t, count, ratingName } from './i18n.js';
 import { app, attempt, go, render } from './app.js';
 
 export function pager(total, offset, limit, onPage) {
@@ -49,7 +49,7 @@ export async function projectsPage(main) {
   const cards = list.items.map((p) => h('article', { class: 'card project' + (p.archived ? ' archived' : '') },
     h('h2', {}, h('a', { href: `/projects/${p.id}` }, p.name)),
     h('p', { class: 'muted' }, p.product.name, p.archived ? ` · ${t('Archived')}` : '', ` · ${t(p.my_role) || ''}`),
-    h('p', { class: 'stats' }, `${p.channels} ${t('channels')} · ${p.members} ${t('members')} · ${p.requests} ${t('requests')}`)));
+    h('p', { class: 'stats' }, `${count(p.channels, 'channels')} · ${count(p.members, 'members')} · ${count(p.requests, 'requests')}`)));
   mount(main,
     h('div', { class: 'head' }, h('h1', {}, t('Projects')),
       h('button', { type: 'button', class: 'primary', onclick: () => projectForm(catalog) }, `+ ${t('New project')}`)),
@@ -137,13 +137,13 @@ export async function projectPage(main, id) {
 
   const channelCards = channels.items.map((c) => h('article', { class: 'card channel', 'data-channel': c.key },
     h('div', { class: 'head' }, h('h3', {}, h('a', { href: `/projects/${id}/channels/${c.channel_id}` }, c.name)),
-      h('span', { class: 'muted' }, `${c.requests} ${t('requests')}`)),
+      h('span', { class: 'muted' }, count(c.requests, 'requests'))),
     h('p', { class: 'muted' }, `${t('Prompt')} · ${t('version')} ${c.prompt_version}${c.max_chars ? ` · ${t('Max length')} ${c.max_chars}` : ''}`),
     h('pre', { class: 'prompt' }, c.prompt),
     h('div', { class: 'row' },
       h('a', { class: 'button primary', href: `/projects/${id}/channels/${c.channel_id}` }, t('Clients')),
-      manager ? h('button', { type: 'button', onclick: () => promptEditor(id, c) }, t('Edit prompt')) : null,
-      h('button', { type: 'button', onclick: () => promptVersions(id, c) }, t('Earlier versions')))));
+      manager ? h('button', { type: 'button', 'data-test': 'edit-prompt', onclick: () => promptEditor(id, c) }, t('Edit prompt')) : null,
+      h('button', { type: 'button', 'data-test': 'prompt-versions', onclick: () => promptVersions(id, c) }, t('Earlier versions')))));
 
   const memberRows = members.items.map((m) => h('tr', {},
     h('td', {}, m.name || ''), h('td', {}, m.email || ''),
@@ -196,23 +196,47 @@ function promptEditor(projectId, channel) {
 }
 
 async function promptVersions(projectId, channel) {
-  const list = await attempt(() => get(`/projects/${projectId}/channels/${channel.channel_id}/prompts?limit=100`));
+  const base = `/projects/${projectId}/channels/${channel.channel_id}/prompts`;
+  const list = await attempt(() => get(`${base}?limit=100`));
   if (!list) return;
+  // The texts a version produced, fetched when asked for: what the marketer compares.
+  const offersOf = (v) => {
+    const box = h('div', { class: 'version-offers', 'data-version': v.version });
+    const show = h('button', { type: 'button', 'data-test': `version-offers-${v.version}`, disabled: v.offers === 0, onclick: async () => {
+      const found = await attempt(() => get(`${base}/${v.version}/offers?limit=20`));
+      if (!found) return;
+      show.remove();
+      mount(box, h('ul', { class: 'offers' }, found.items.map((o) => h('li', {},
+        h('a', { href: `/requests/${o.request_id}` }, o.client_id || t('Client')),
+        o.rating !== 'undefined' ? ` · ${t('Rating')}: ${ratingName(o.rating)}` : '', ` · ${fmtDate(o.created_at)}`,
+        h('p', {}, o.text)))),
+      found.total > found.items.length ? h('p', { class: 'muted' }, `${found.items.length} ${t('of')} ${found.total}`) : null);
+    } }, t('Show texts'));
+    box.append(show);
+    return box;
+  };
   const d = modal(`${t('Earlier versions')}: ${channel.name}`, h('ol', { class: 'versions', reversed: true }, list.items.map((v) => h('li', {},
-    h('p', { class: 'muted' }, `${t('version')} ${v.version} · ${fmtDate(v.created_at)} · ${v.created_by || ''}`),
+    h('p', { class: 'muted' }, `${t('version')} ${v.version} · ${fmtDate(v.created_at)} · ${v.author || v.created_by || ''} · ${count(v.offers ?? 0, 'texts')}`),
     h('pre', { class: 'prompt' }, v.prompt),
-    h('a', { href: `/projects/${projectId}/channels/${channel.channel_id}?prompt_version=${v.version}` }, t('Clients'))))),
+    offersOf(v)))),
   [h('button', { type: 'button', onclick: () => d.close() }, t('Back'))]);
 }
 
 export async function catalogPage(main) {
   const [prods, chans] = await Promise.all([get('/products?limit=500'), get('/channels?limit=500')]);
   const admin = app.me.is_admin;
-  const table = (kind, items) => h('div', { class: 'table-wrap' }, h('table', {},
+  // Descriptions run to paragraphs: the first lines, the rest on request, so rows stay scannable.
+  const description = (text) => {
+    if ((text || '').length <= 180) return text;
+    const preview = `${text.slice(0, 160).trimEnd()}…`;
+    const summary = h('summary', {}, preview);
+    return h('details', { ontoggle: (e) => { summary.textContent = e.target.open ? t('Collapse') : preview; } }, summary, h('p', {}, text));
+  };
+  const table = (kind, items) => h('div', { class: 'table-wrap' }, h('table', { class: 'catalog' },
     h('thead', {}, h('tr', {}, h('th', {}, t('Key')), h('th', {}, t('Name')), h('th', {}, t('Description')), kind === 'products' ? h('th', {}, t('Link')) : null, admin ? h('th', {}, '') : null)),
-    h('tbody', {}, items.map((i) => h('tr', { class: i.archived ? 'archived' : '' },
-      h('td', {}, i.key), h('td', {}, i.name), h('td', {}, i.description),
-      kind === 'products' ? h('td', {}, i.link ? h('a', { href: i.link, rel: 'noopener noreferrer', target: '_blank' }, i.link) : '') : null,
+    h('tbody', {}, items.map((i) => h('tr', { class: i.archived ? 'archived' : '', 'data-key': i.key },
+      h('td', {}, i.key), h('td', {}, i.name), h('td', { class: 'desc' }, description(i.description)),
+      kind === 'products' ? h('td', { class: 'link' }, i.link ? h('a', { href: i.link, rel: 'noopener noreferrer', target: '_blank' }, i.link.replace(/^https?:\/\/(www\.)?/, '')) : '') : null,
       admin ? h('td', {}, h('button', { type: 'button', onclick: () => catalogForm(kind, i) }, t('Edit'))) : null)))));
   mount(main, h('h1', {}, t('Catalog')),
     h('section', {}, h('div', { class: 'head' }, h('h2', {}, t('Products')), admin ? h('button', { type: 'button', onclick: () => catalogForm('products') }, `+ ${t('Add')}`) : null), table('products', prods.items)),
@@ -237,7 +261,16 @@ function catalogForm(kind, item) {
         else await post(`/${kind}`, { key: key.value, ...body });
         d.close();
         render();
-      } catch (err) { error.textContent = err.message; }
+      } catch (err) {
+        // The server names the fields it refused: point at them by their labels.
+        const inputs = { key, name, description, link };
+        const labels = { key: t('Key'), name: t('Name'), description: t('Description'), link: t('Link') };
+        for (const [f, el] of Object.entries(inputs)) {
+          if (err.fields && err.fields.includes(f)) el.setAttribute('aria-invalid', 'true'); else el.removeAttribute('aria-invalid');
+        }
+        const named = (err.fields || []).filter((f) => labels[f]).map((f) => `«${labels[f]}»`);
+        error.textContent = named.length ? `${t('Check the field')} ${named.join(', ')}: ${err.message}` : err.message;
+      }
     } }, t('Save'))]);
 }
 

@@ -2,7 +2,7 @@
 // and the request's history with a view of its state at any recorded moment.
 import { h, mount, field, select, fmtDate } from './dom.js';
 import { get, post, put, missingRoute } from './api.js';
-import { t } from './i18n.js';
+import { t, ratingName } from './i18n.js';
 import { app, attempt, render } from './app.js';
 import { OUTCOMES } from './channel.js';
 
@@ -11,6 +11,13 @@ function flagText(flag) {
   const names = { too_long: 'Too long for the channel', banned_phrase: 'Banned phrase', cut_at_max_tokens: 'Cut at the token limit', boilerplate_removed: 'Boilerplate removed' };
   return `${t(names[kind] || kind)}${detail ? `: ${detail}` : ''}`;
 }
+
+// What happened, in the marketer's words; the event's name stays in the tooltip.
+const EVENTS = {
+  ClientRequestCreated: 'Client added', GenerationRequested: 'Offer requested', MessageGenerated: 'Offer written',
+  GenerationFailed: 'Generation failed', GenerationRequeued: 'Generation requeued', MessageRated: 'Offer rated',
+  OutcomeRecorded: 'Outcome recorded', MessageReviewed: 'Reviewed in Argilla',
+};
 
 export async function requestPage(main, id) {
   const asOf = new URLSearchParams(location.search).get('as_of');
@@ -35,7 +42,7 @@ export async function requestPage(main, id) {
         m.duration_ms ? ` · ${m.duration_ms} ms` : ''),
       h('div', { class: 'text' }, m.text),
       (m.flags || []).length ? h('ul', { class: 'flags' }, m.flags.map((f) => h('li', { class: 'flag' }, flagText(f)))) : null,
-      offer && !readOnly ? rating(m) : offer && m.status !== 'undefined' ? h('p', {}, `${t('Rating')}: ${t(m.status)}`) : null);
+      offer && !readOnly ? rating(m) : offer && m.status !== 'undefined' ? h('p', {}, `${t('Rating')}: ${ratingName(m.status)}`) : null);
   }));
 
   const latest = offers[offers.length - 1];
@@ -95,7 +102,7 @@ async function history(box, id) {
     return;
   }
   mount(box, h('h2', {}, t('History')), h('ol', { class: 'timeline' }, (list.items || []).map((e) => h('li', {},
-    h('p', {}, h('strong', {}, e.event_type), ' · ', fmtDate(e.recorded_at), ' · ', e.actor?.name || e.actor?.id || ''),
+    h('p', {}, h('strong', { title: e.event_type }, t(EVENTS[e.event_type] || e.event_type)), ' · ', fmtDate(e.recorded_at), ' · ', e.actor?.name || e.actor?.id || ''),
     h('a', { href: `/requests/${id}?as_of=${encodeURIComponent(e.recorded_at)}` }, t('State at this moment'))))));
 
 }

@@ -1,5 +1,5 @@
-//! The Argilla export's dead letters: messages Argilla refused for good, and sending them
-//! again once the cause is fixed (admins).
+//! The Argilla export's status and dead letters: messages Argilla refused for good, and
+//! sending them again once the cause is fixed (admins).
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -17,8 +17,65 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(export_status))
         .routes(routes!(dead_letters))
         .routes(routes!(requeue_dead_letter))
+}
+
+/// Where the export stands: whether this server exports at all, to where, how far behind the
+/// log it is, and how many messages wait in the dead letters.
+#[derive(Serialize, ToSchema)]
+pub struct ExportStatus {
+    /// False when the server runs without `OFFERFLOW_ARGILLA_URL`.
+    pub configured: bool,
+    pub url: Option<String>,
+    pub workspace: Option<String>,
+    pub dataset_prefix: Option<String>,
+    /// Events the exporter has handled since its last rebuild.
+    pub events_processed: Option<i64>,
+    /// Committed events it has not handled yet.
+    pub events_behind: Option<i64>,
+    /// Age of the oldest event it has not handled, 0 when caught up.
+    pub lag_seconds: Option<f64>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub dead_letters: i64,
+}
+
+/// The Argilla export's status (admins).
+#[utoipa::path(get, path = "/admin/argilla/status", tag = "argilla",
+    responses((status = 200, body = ExportStatus), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn export_status(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> ApiResult<Json<ExportStatus>> {
+    caller.require_admin()?;
+    let (dead_letters,): (i64,) = sqlx::query_as("SELECT count(*) FROM argilla_dead_letters")
+        .fetch_one(&state.pool)
+        .await?;
+    let config = state.argilla.as_ref().map(|a| a.config());
+    let subscriber = if config.is_some() {
+        state
+            .engine
+            .status()
+            .await
+            .map_err(ApiError::Internal)?
+            .into_iter()
+            .find(|s| s.name == inference_worker::argilla::SUBSCRIBER)
+    } else {
+        None
+    };
+    Ok(Json(ExportStatus {
+        configured: config.is_some(),
+        url: config.map(|c| c.url.clone()),
+        workspace: config.map(|c| c.workspace.clone()),
+        dataset_prefix: config.map(|c| c.dataset_prefix.clone()),
+        events_processed: subscriber.as_ref().map(|s| s.events_processed),
+        events_behind: subscriber.as_ref().map(|s| s.events_behind),
+        lag_seconds: subscriber.as_ref().map(|s| s.lag_seconds),
+        updated_at: subscriber.as_ref().map(|s| s.updated_at),
+        dead_letters,
+    }))
 }
 
 /// A message the exporter could not put into Argilla, and why.

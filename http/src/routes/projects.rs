@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_project_channels, attach_channels))
         .routes(routes!(get_project_channel, change_prompt, detach_channel))
         .routes(routes!(list_prompt_versions))
+        .routes(routes!(list_prompt_version_offers))
         .routes(routes!(change_max_length))
         .routes(routes!(change_banned_phrases))
 }
@@ -847,7 +848,11 @@ pub struct PromptVersion {
     pub prompt: String,
     /// `user:<id>` or another actor.
     pub created_by: Option<String>,
+    /// The name of the user who wrote it, when a user did.
+    pub author: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// How many offers this version produced in the project channel.
+    pub offers: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -869,8 +874,14 @@ async fn list_prompt_versions(
     project_role(&state, &caller, id).await?;
     channel_view(&state, id, channel_id).await?;
     let items: Vec<PromptVersion> = sqlx::query_as(
-        "SELECT version, prompt, created_by, created_at FROM channel_prompt_versions
-          WHERE project_id = $1 AND channel_id = $2 ORDER BY version DESC",
+        "SELECT v.version, v.prompt, v.created_by, u.name AS author, v.created_at,
+                (SELECT count(*) FROM client_request_messages m
+                   JOIN client_requests r ON r.id = m.request_id
+                  WHERE r.project_id = v.project_id AND r.channel_id = v.channel_id
+                    AND m.message_type = 'system' AND m.prompt_version = v.version) AS offers
+           FROM channel_prompt_versions v
+           LEFT JOIN users u ON v.created_by = 'user:' || u.id
+          WHERE v.project_id = $1 AND v.channel_id = $2 ORDER BY v.version DESC",
     )
     .bind(id)
     .bind(channel_id)
@@ -878,4 +889,72 @@ async fn list_prompt_versions(
     .await?;
     let total = items.len() as i64;
     Ok(Json(PromptVersionList { items, total }))
+}
+
+/// An offer a prompt version produced.
+#[derive(Serialize, ToSchema, sqlx::FromRow)]
+pub struct PromptVersionOffer {
+    pub message_id: Uuid,
+    pub request_id: Uuid,
+    pub client_id: Option<String>,
+    pub text: String,
+    /// `ok`, `error`, `revision` or `undefined`.
+    pub rating: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PromptVersionOfferList {
+    pub items: Vec<PromptVersionOffer>,
+    pub total: i64,
+}
+
+/// The offers one prompt version produced in the project channel, newest first (members): what
+/// a marketer compares before keeping or changing a prompt.
+#[utoipa::path(get, path = "/projects/{id}/channels/{channel_id}/prompts/{version}/offers", tag = "projects",
+    params(("id" = Uuid, Path), ("channel_id" = Uuid, Path), ("version" = i32, Path), Page),
+    responses((status = 200, body = PromptVersionOfferList), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_prompt_version_offers(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    _fresh: ReadAfter,
+    ApiPath((id, channel_id, version)): ApiPath<(Uuid, Uuid, i32)>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<Json<PromptVersionOfferList>> {
+    project_role(&state, &caller, id).await?;
+    channel_view(&state, id, channel_id).await?;
+    let (limit, offset) = (page.limit()?, page.offset()?);
+    let (known,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM channel_prompt_versions
+                         WHERE project_id = $1 AND channel_id = $2 AND version = $3)",
+    )
+    .bind(id)
+    .bind(channel_id)
+    .bind(version)
+    .fetch_one(&state.pool)
+    .await?;
+    if !known {
+        return Err(ApiError::not_found("prompt version"));
+    }
+    let from = "FROM client_request_messages m JOIN client_requests r ON r.id = m.request_id
+                WHERE r.project_id = $1 AND r.channel_id = $2
+                  AND m.message_type = 'system' AND m.prompt_version = $3";
+    let (total,): (i64,) = sqlx::query_as(&format!("SELECT count(*) {from}"))
+        .bind(id)
+        .bind(channel_id)
+        .bind(version)
+        .fetch_one(&state.pool)
+        .await?;
+    let items: Vec<PromptVersionOffer> = sqlx::query_as(&format!(
+        "SELECT m.id AS message_id, m.request_id, r.client_id, m.text, m.rating, m.created_at {from}
+          ORDER BY m.created_at DESC, m.id LIMIT $4 OFFSET $5"
+    ))
+    .bind(id)
+    .bind(channel_id)
+    .bind(version)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(PromptVersionOfferList { items, total }))
 }

@@ -194,6 +194,12 @@ impl Browser {
         self.on(css, "value", json!({ "text": text })).await;
     }
 
+    /// Replaces what the first element matching `css` holds with `text`.
+    pub async fn replace(&mut self, css: &str, text: &str) {
+        self.on(css, "clear", json!({})).await;
+        self.fill(css, text).await;
+    }
+
     /// The text of the first element matching `css`.
     pub async fn text_of(&mut self, css: &str) -> String {
         for _ in 0..20 {
