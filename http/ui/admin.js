@@ -30,7 +30,8 @@ export async function usersPage(main) {
       h('thead', {}, h('tr', {}, [t('Full name'), t('Email'), t('Position'), t('Administrator'), t('Active'), ''].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, list.items.map((u) => h('tr', {},
         h('td', {}, u.name), h('td', {}, u.email), h('td', {}, u.position), h('td', {}, u.is_admin ? '✓' : ''), h('td', {}, u.active ? '✓' : '—'),
-        h('td', {}, h('button', { type: 'button', onclick: async () => {
+        // Nobody may switch themselves off (the server refuses it too).
+        h('td', {}, u.id === app.me.id ? h('span', { class: 'muted' }, t('You')) : h('button', { type: 'button', onclick: async () => {
           if (await attempt(() => patch(`/users/${u.id}`, { active: !u.active }), t('Saved'))) render();
         } }, u.active ? t('Deactivate') : t('Activate')))))))),
     pager(list.total, offset, 50, (o) => { history.replaceState(null, '', `?offset=${o}`); render(); }));

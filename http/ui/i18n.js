@@ -59,7 +59,7 @@ const ru = {
   'Client added': 'Клиент добавлен', 'Offer requested': 'Запрошен текст', 'Offer written': 'Текст написан',
   'Generation failed': 'Генерация не удалась', 'Generation requeued': 'Генерация перезапущена', 'Offer rated': 'Текст оценён',
   'Outcome recorded': 'Записан результат', 'Reviewed in Argilla': 'Проверен в Argilla',
-  'Check the field': 'Проверьте поле', 'Copy': 'Копировать', 'Copied': 'Скопировано', 'Full name': 'Имя', 'Collapse': 'Свернуть', 'Show texts': 'Показать тексты', 'Behind the log': 'Отстаёт от журнала', 's': 'с',
+  'You': 'Это вы', 'Check the field': 'Проверьте поле', 'Copy': 'Копировать', 'Copied': 'Скопировано', 'Full name': 'Имя', 'Collapse': 'Свернуть', 'Show texts': 'Показать тексты', 'Behind the log': 'Отстаёт от журнала', 's': 'с',
   'Caught up with the log': 'Журнал выгружен полностью', 'Workspace': 'Рабочая область', 'Datasets': 'Наборы данных',
   'Events exported': 'Обработано событий', 'Updated': 'Обновлено',
   'The export to Argilla is off in this server (OFFERFLOW_ARGILLA_URL)': 'Выгрузка в Argilla в этом сервере выключена (OFFERFLOW_ARGILLA_URL)', 'Edit product': 'Изменить продукт', 'Edit channel': 'Изменить канал', 'Welcome': 'Добро пожаловать',
