@@ -218,7 +218,14 @@ async fn look_back_and_administer(
     b.press("tr[data-key=CC] button").await;
     b.replace("dialog input[name=name]", " ").await;
     b.press("dialog button.primary").await;
-    let refused = b.text_of("dialog p.error").await;
+    // The error line is there, empty, before the server answers: wait for its words.
+    let refused = b
+        .wait_for(
+            "the refusal",
+            "return document.querySelector('dialog p.error')?.textContent",
+        )
+        .await;
+    let refused = refused.as_str().unwrap_or_default().to_string();
     assert!(
         refused.starts_with("Проверьте поле «Название»") && refused.contains("name"),
         "{refused}"
