@@ -45,7 +45,7 @@ window.addEventListener('popstate', () => render());
 // A page the browser keeps for its back button (the back/forward cache) is frozen, not closed:
 // its live streams would stay open, and with six connections per host a few such pages starve
 // the next page's requests. Stop them when the page is hidden; draw it again if it comes back.
-window.addEventListener('pagehide', () => { for (const f of app.cleanup.splice(0)) f(); });
+window.addEventListener('pagehide', () => stopPage());
 window.addEventListener('pageshow', (e) => { if (e.persisted) render(); });
 window.addEventListener('offerflow:signed-out', () => { app.me = null; go('/login', true); });
 
@@ -102,8 +102,13 @@ function loginPage(main) {
   email.focus();
 }
 
-export async function render() {
+// Ends what the page drawn last left running: timers and live streams.
+function stopPage() {
   for (const f of app.cleanup.splice(0)) f();
+}
+
+export async function render() {
+  stopPage();
   const main = document.getElementById('main');
   const path = location.pathname;
   if (!auth.signedIn && path !== '/login') {

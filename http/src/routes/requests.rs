@@ -184,6 +184,39 @@ pub struct MessageView {
     pub reviewed_at: Option<DateTime<Utc>>,
 }
 
+impl MessageView {
+    /// A message as its event first records it: unrated, unflagged, unreviewed.
+    fn new(
+        id: Uuid,
+        message_type: &str,
+        text: String,
+        generation_id: Uuid,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        MessageView {
+            id,
+            message_type: message_type.into(),
+            text,
+            status: MessageRating::Undefined.as_str().into(),
+            comment: None,
+            flags: sqlx::types::Json(Vec::new()),
+            generation_id,
+            parent_id: None,
+            model: None,
+            prompt_version: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            duration_ms: None,
+            created_at,
+            review_quality: None,
+            review_corrected_text: None,
+            review_rating: None,
+            reviewed_by: None,
+            reviewed_at: None,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct RequestRow {
     id: Uuid,
@@ -586,25 +619,16 @@ async fn request_as_of(
             } => {
                 if !messages.iter().any(|m| m.id == *user_message_id) {
                     messages.push(MessageView {
-                        id: *user_message_id,
-                        message_type: "user".into(),
-                        text: sent_text(instruction.as_deref(), sent),
-                        status: MessageRating::Undefined.as_str().into(),
-                        comment: None,
-                        flags: sqlx::types::Json(Vec::new()),
-                        generation_id: *generation_id,
                         parent_id: *parent_message_id,
                         model: Some(model.clone()),
                         prompt_version: Some(*prompt_version as i32),
-                        prompt_tokens: None,
-                        completion_tokens: None,
-                        duration_ms: None,
-                        review_quality: None,
-                        review_corrected_text: None,
-                        review_rating: None,
-                        reviewed_by: None,
-                        reviewed_at: None,
-                        created_at: at,
+                        ..MessageView::new(
+                            *user_message_id,
+                            "user",
+                            sent_text(instruction.as_deref(), sent),
+                            *generation_id,
+                            at,
+                        )
                     });
                 }
                 status_reason = None;
@@ -626,25 +650,14 @@ async fn request_as_of(
                     .map(|m| (m.id, m.prompt_version));
                 if !messages.iter().any(|m| m.id == *message_id) {
                     messages.push(MessageView {
-                        id: *message_id,
-                        message_type: "system".into(),
-                        text: text.clone(),
-                        status: MessageRating::Undefined.as_str().into(),
-                        comment: None,
                         flags: sqlx::types::Json(flags.clone()),
-                        generation_id: *generation_id,
                         parent_id: asked.map(|(id, _)| id),
                         model: Some(model.clone()),
                         prompt_version: asked.and_then(|(_, version)| version),
                         prompt_tokens: Some(*prompt_tokens as i32),
                         completion_tokens: Some(*completion_tokens as i32),
                         duration_ms: Some(*duration_ms as i64),
-                        review_quality: None,
-                        review_corrected_text: None,
-                        review_rating: None,
-                        reviewed_by: None,
-                        reviewed_at: None,
-                        created_at: at,
+                        ..MessageView::new(*message_id, "system", text.clone(), *generation_id, at)
                     });
                 }
                 status_reason = None;
