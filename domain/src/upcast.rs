@@ -47,6 +47,13 @@ fn recorder(metadata: &Value) -> Option<Uuid> {
 /// Every upcaster, in the order they apply.
 pub static UPCASTERS: &[&dyn EventUpcaster] = &[&OutcomeCreditedToRecorder];
 
+/// Whether an event of this type and version is already in the current schema.
+pub fn is_current(event_type: &str, event_version: &str) -> bool {
+    !UPCASTERS
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+}
+
 /// Brings one stored event to the current schema (unchanged if it already is).
 pub fn upcast(mut event: SerializedEvent) -> SerializedEvent {
     for upcaster in UPCASTERS {
@@ -65,10 +72,7 @@ pub fn upcast_parts(
     payload: Value,
     metadata: &Value,
 ) -> (String, Value) {
-    if !UPCASTERS
-        .iter()
-        .any(|u| u.can_upcast(event_type, event_version))
-    {
+    if is_current(event_type, event_version) {
         return (event_version.to_string(), payload);
     }
     let event = upcast(SerializedEvent {

@@ -31,6 +31,17 @@ pub struct Database {
     embedded: Option<EmbeddedPostgres>,
 }
 
+/// How Offerflow connects to PostgreSQL (the tests and benchmarks use the same).
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings a connection before every acquire: one more round trip for each statement
+        // of a command, a batch or a query. A connection that did die fails its statement (a
+        // 503 for a command) and is replaced.
+        .test_before_acquire(false)
+}
+
 impl Database {
     /// Connects to `url`, or with none starts Offerflow's own cluster in `data_dir/postgres`.
     pub async fn open(
@@ -52,9 +63,7 @@ impl Database {
                 (cluster.url().to_string(), Some(cluster))
             }
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+        let pool = pool_options(max_connections)
             .connect(&url)
             .await
             .with_context(|| format!("connecting to {}", redact(&url)))?;

@@ -418,12 +418,16 @@ impl Engine {
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let projection = subscriber.projection.as_ref();
+        prepare_batch_connection(projection, lock_conn).await?;
         let mut checkpoint = self.load_checkpoint(projection.name()).await?;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.process_batch(projection, &mut checkpoint).await? {
+            match self
+                .process_batch(projection, lock_conn, &mut checkpoint)
+                .await?
+            {
                 Batch::Full(_) | Batch::Reset => continue,
                 Batch::Partial(_) | Batch::Empty => {}
             }
@@ -466,10 +470,11 @@ impl Engine {
     async fn process_batch(
         &self,
         projection: &dyn Projection,
+        db: &mut PgConnection,
         checkpoint: &mut Checkpoint,
     ) -> anyhow::Result<Batch> {
         let events = read_after(
-            &self.pool,
+            &mut *db,
             &checkpoint.tx,
             checkpoint.pos,
             self.config.batch_size,
@@ -480,7 +485,7 @@ impl Engine {
         let Some(last) = events.last() else {
             return Ok(Batch::Empty);
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = sqlx::Connection::begin(&mut *db).await?;
         let relevant: Vec<&StoredEvent> = events.iter().filter(|e| e.payload.is_some()).collect();
         if !relevant.is_empty() {
             projection.apply_batch(&mut tx, &relevant).await?;
@@ -660,10 +665,13 @@ impl Engine {
             .fetch_one(&mut lock_conn)
             .await?;
         if locked {
+            prepare_batch_connection(projection, &mut lock_conn).await?;
             let mut checkpoint = self.load_checkpoint(name).await?;
             let mut processed = 0i64;
             loop {
-                let batch = self.process_batch(projection, &mut checkpoint).await?;
+                let batch = self
+                    .process_batch(projection, &mut lock_conn, &mut checkpoint)
+                    .await?;
                 if matches!(batch, Batch::Empty) {
                     break;
                 }
@@ -703,16 +711,45 @@ impl Engine {
     /// Processes everything currently in the log for every subscriber, in this task. For
     /// tools and tests that run without the background tasks.
     pub async fn catch_up(&self) -> anyhow::Result<()> {
+        let mut db = self.pool.acquire().await?;
         for subscriber in &self.subscribers {
             let projection = subscriber.projection.as_ref();
             let mut checkpoint = self.load_checkpoint(projection.name()).await?;
             while !matches!(
-                self.process_batch(projection, &mut checkpoint).await?,
+                self.process_batch(projection, &mut db, &mut checkpoint)
+                    .await?,
                 Batch::Empty
             ) {}
         }
         Ok(())
     }
+}
+
+/// Sets up a subscriber's own connection for its batches.
+///
+/// Its statements are planned for each batch: a plan cached on this long-lived connection
+/// would have been chosen while the read model was empty (a sequential scan that takes tens of
+/// milliseconds once it holds a few thousand rows), and batches differ in size anyway.
+///
+/// Read-model batches commit without waiting for their WAL flush: a crash can only lose a
+/// batch together with its checkpoint (they share the transaction), and the subscriber then
+/// applies it again from the log. A reactor's batch records effects outside the database, so it
+/// keeps durable commits.
+async fn prepare_batch_connection(
+    projection: &dyn Projection,
+    db: &mut PgConnection,
+) -> anyhow::Result<()> {
+    sqlx::query("SET plan_cache_mode = force_custom_plan")
+        .execute(&mut *db)
+        .await
+        .context("setting the subscriber's plans")?;
+    if !projection.is_reactor() {
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut *db)
+            .await
+            .context("setting the subscriber's commits asynchronous")?;
+    }
+    Ok(())
 }
 
 pub async fn status(pool: &PgPool, names: &[String]) -> anyhow::Result<Vec<SubscriberStatus>> {

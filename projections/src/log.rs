@@ -1,8 +1,8 @@
 //! Reading the event log as subscribers see it.
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::PgPool;
 
 /// One committed event with its place in the global order.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,38 +16,46 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    /// Only present for the aggregate types the reader asked for: other subscribers' events
-    /// are passed over without shipping their payloads.
-    pub payload: Option<Value>,
+    /// The payload's JSON text, only for the aggregate types the reader asked for: other
+    /// subscribers' events are passed over without shipping their payloads. Kept as text so
+    /// that a subscriber parses it once, straight into the fields it reads.
+    pub payload: Option<String>,
+    /// Like the payload, only for the aggregate types asked for (JSON null otherwise).
     pub metadata: Value,
     pub recorded_at: DateTime<Utc>,
 }
 
 impl StoredEvent {
     /// The event in the schema this build reads (older versions upcast).
-    pub fn upcast(mut self) -> Self {
-        if let Some(payload) = self.payload.take() {
-            let (version, payload) = domain::upcast::upcast_parts(
-                &self.aggregate_type,
-                &self.event_type,
-                &self.event_version,
-                payload,
-                &self.metadata,
-            );
-            self.event_version = version;
-            self.payload = Some(payload);
+    pub fn upcast(mut self) -> anyhow::Result<Self> {
+        if !domain::upcast::is_current(&self.event_type, &self.event_version) {
+            if let Some(text) = self.payload.take() {
+                let payload: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("event {} is not JSON", self.global_position))?;
+                let (version, payload) = domain::upcast::upcast_parts(
+                    &self.aggregate_type,
+                    &self.event_type,
+                    &self.event_version,
+                    payload,
+                    &self.metadata,
+                );
+                self.event_version = version;
+                self.payload = Some(payload.to_string());
+            }
         }
-        self
+        Ok(self)
     }
 
+    /// The payload as `E`: the whole event, or a projection's own narrower view of it (serde
+    /// skips the fields `E` does not name without building them).
     pub fn decode<E: DeserializeOwned>(&self) -> anyhow::Result<E> {
-        let payload = self.payload.clone().ok_or_else(|| {
+        let payload = self.payload.as_deref().ok_or_else(|| {
             anyhow::anyhow!(
                 "event {} was read without its payload",
                 self.global_position
             )
         })?;
-        serde_json::from_value(payload).map_err(|e| {
+        serde_json::from_str(payload).map_err(|e| {
             anyhow::anyhow!(
                 "event {} ({} {}) does not decode: {e}",
                 self.global_position,
@@ -77,7 +85,7 @@ impl StoredEvent {
 /// Reads up to `limit` events after `(after_tx, after_pos)` that no running transaction can
 /// still precede. One statement, hence one snapshot for both the rows and the horizon.
 pub async fn read_after(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     after_tx: &str,
     after_pos: i64,
     limit: i64,
@@ -89,8 +97,9 @@ pub async fn read_after(
         // sort by the text ("1000" before "999") and skip events at every digit boundary.
         "SELECT global_position, transaction_id::text AS transaction_text, aggregate_type, aggregate_id, sequence,
                 event_type, event_version,
-                CASE WHEN aggregate_type = ANY($4) THEN payload END AS payload,
-                metadata, recorded_at
+                CASE WHEN aggregate_type = ANY($4) THEN payload::text END AS payload,
+                CASE WHEN aggregate_type = ANY($4) THEN metadata ELSE 'null'::jsonb END AS metadata,
+                recorded_at
            FROM events
           WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
             AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -101,7 +110,7 @@ pub async fn read_after(
     .bind(after_pos)
     .bind(limit)
     .bind(&types)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
-    Ok(events.into_iter().map(StoredEvent::upcast).collect())
+    events.into_iter().map(StoredEvent::upcast).collect()
 }

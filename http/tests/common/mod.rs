@@ -47,8 +47,7 @@ pub async fn fresh_database() -> (String, PgPool) {
         .map(|(b, _)| b.to_string())
         .unwrap_or(admin_url);
     let url = format!("{base}/{name}");
-    let pool = PgPoolOptions::new()
-        .max_connections(30)
+    let pool = offerflow_http::server::pool_options(30)
         .connect(&url)
         .await
         .expect("connect to test database");

@@ -8,12 +8,12 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use domain::client_request::{ClientRequestEvent, MessageRating};
+use domain::client_request::{ClientRequestEvent, MessageRating, Outcome};
 use domain::project::ProjectEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::read_models::client_requests::cluster_of;
+use crate::read_models::client_requests::{cluster_of, cluster_of_value, CLUSTER_COLUMN};
 use crate::{Projection, StoredEvent};
 
 /// Growth factor between latency buckets: a bucket's middle is within 2.5% of any duration in it.
@@ -473,27 +473,33 @@ impl Projection for StatisticsProjection {
         let mut run = RequestRun::default();
         for event in events {
             if event.aggregate_type == "ClientRequest" {
-                match event.decode::<ClientRequestEvent>()? {
-                    ClientRequestEvent::ClientRequestCreated {
-                        project_id,
-                        channel_id,
-                        client_data,
-                        ..
-                    } => {
+                match event.event_type.as_str() {
+                    "ClientRequestCreated" => {
+                        let CountedEvent::ClientRequestCreated {
+                            project_id,
+                            channel_id,
+                            client_data,
+                        } = event.decode()?
+                        else {
+                            anyhow::bail!("event {} is not a creation", event.global_position);
+                        };
                         run.events.push((
                             event.aggregate_uuid()?,
                             Change::Created(RequestPlace {
                                 project_id,
                                 day: event.recorded_at.date_naive(),
                                 channel_id,
-                                cluster: cluster_of(&client_data).unwrap_or_default(),
+                                cluster: client_data.cluster.unwrap_or_default(),
                                 prompt_version: 0,
                                 outcome: "undefined".into(),
                             }),
                         ));
                         continue;
                     }
-                    ClientRequestEvent::OutcomeRecorded { outcome, .. } => {
+                    "OutcomeRecorded" => {
+                        let CountedEvent::OutcomeRecorded { outcome } = event.decode()? else {
+                            anyhow::bail!("event {} is not an outcome", event.global_position);
+                        };
                         run.events
                             .push((event.aggregate_uuid()?, Change::Outcome(outcome.as_str())));
                         continue;
@@ -510,6 +516,91 @@ impl Projection for StatisticsProjection {
             })?;
         }
         run.flush(db).await
+    }
+}
+
+/// The most frequent events as statistics reads them: a creation without the client's other
+/// columns and their descriptions, which serde then skips instead of building.
+#[derive(serde::Deserialize)]
+enum CountedEvent {
+    ClientRequestCreated {
+        project_id: Uuid,
+        channel_id: Uuid,
+        client_data: ClusterOnly,
+    },
+    OutcomeRecorded {
+        outcome: Outcome,
+    },
+}
+
+/// A client's cluster, from the list of its columns.
+struct ClusterOnly {
+    cluster: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for ClusterOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Columns;
+        impl<'de> serde::de::Visitor<'de> for Columns {
+            type Value = ClusterOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of client columns")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut columns: S,
+            ) -> Result<ClusterOnly, S::Error> {
+                let mut cluster = None;
+                while let Some(column) = columns.next_element::<Column>()? {
+                    if column.key == CLUSTER_COLUMN && cluster.is_none() {
+                        cluster = column.value.and_then(|value| cluster_of_value(&value));
+                    }
+                }
+                Ok(ClusterOnly { cluster })
+            }
+        }
+        /// Only the cluster column's value is built; the others are skipped.
+        struct Column {
+            key: String,
+            value: Option<serde_json::Value>,
+        }
+        impl<'de> serde::Deserialize<'de> for Column {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Fields;
+                impl<'de> serde::de::Visitor<'de> for Fields {
+                    type Value = Column;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a client column {key, value}")
+                    }
+                    fn visit_map<M: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: M,
+                    ) -> Result<Column, M::Error> {
+                        // jsonb puts `key` before `value` (shorter keys first); a value read
+                        // before its key is kept until the key says whose it is.
+                        let mut key = String::new();
+                        let mut value = None;
+                        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                            match name.as_ref() {
+                                "key" => key = map.next_value()?,
+                                "value" if key.is_empty() || key == CLUSTER_COLUMN => {
+                                    value = Some(map.next_value()?)
+                                }
+                                _ => {
+                                    map.next_value::<serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        if key != CLUSTER_COLUMN {
+                            value = None;
+                        }
+                        Ok(Column { key, value })
+                    }
+                }
+                d.deserialize_map(Fields)
+            }
+        }
+        deserializer.deserialize_seq(Columns)
     }
 }
 
@@ -947,5 +1038,78 @@ mod tests {
         }
         assert_eq!(latency_bucket(0), 0);
         assert_eq!(latency_of_bucket(0), 0.0);
+    }
+
+    /// Statistics reads a creation through its own narrow type: it must find the same cluster
+    /// as the full event does, whatever the column's place, form or order of fields.
+    #[test]
+    fn a_creation_read_for_statistics_keeps_the_cluster_of_the_full_event() {
+        use domain::client_request::{ClientField, ColumnDescription};
+        let column = |key: &str, value: serde_json::Value| ClientField {
+            key: key.into(),
+            value,
+        };
+        let cases = [
+            (
+                vec![column("age", 52.into()), column("super_clust", "A3".into())],
+                Some("A3"),
+            ),
+            (vec![column("super_clust", 7.into())], Some("7")),
+            (vec![column("super_clust", "NULL".into())], None),
+            (vec![column("super_clust", serde_json::Value::Null)], None),
+            (vec![column("super_clust", "  ".into())], None),
+            (vec![column("age", "A3".into())], None),
+            (vec![], None),
+        ];
+        for (client_data, expected) in cases {
+            let project_id = Uuid::new_v4();
+            let event = ClientRequestEvent::ClientRequestCreated {
+                project_id,
+                channel_id: Uuid::nil(),
+                client_id: Some("c-1".into()),
+                source: "api".into(),
+                client_data: client_data.clone(),
+                client_data_decoding: client_data
+                    .iter()
+                    .map(|f| ColumnDescription {
+                        key: f.key.clone(),
+                        description: format!("описание {}", f.key),
+                    })
+                    .collect(),
+            };
+            let text = serde_json::to_string(&event).expect("serialises");
+            let CountedEvent::ClientRequestCreated {
+                project_id: read_project,
+                client_data: read,
+                ..
+            } = serde_json::from_str(&text).expect("reads")
+            else {
+                panic!("a creation read as something else");
+            };
+            assert_eq!(read_project, project_id);
+            assert_eq!(read.cluster.as_deref(), expected, "{text}");
+            assert_eq!(read.cluster, cluster_of(&client_data), "{text}");
+        }
+        // A column whose value comes before its key (another writer's field order).
+        let reordered = r#"{"ClientRequestCreated":{"project_id":"00000000-0000-0000-0000-000000000001",
+            "channel_id":"00000000-0000-0000-0000-000000000002",
+            "client_data":[{"value":"B1","key":"super_clust"},{"value":"x","key":"age"}]}}"#;
+        let CountedEvent::ClientRequestCreated { client_data, .. } =
+            serde_json::from_str(reordered).expect("reads")
+        else {
+            panic!("a creation read as something else");
+        };
+        assert_eq!(client_data.cluster.as_deref(), Some("B1"));
+        let outcome = serde_json::to_string(&ClientRequestEvent::OutcomeRecorded {
+            outcome: Outcome::Sold,
+            credited_to: None,
+        })
+        .expect("serialises");
+        assert!(matches!(
+            serde_json::from_str(&outcome).expect("reads"),
+            CountedEvent::OutcomeRecorded {
+                outcome: Outcome::Sold
+            }
+        ));
     }
 }
