@@ -17,16 +17,11 @@ pub fn cluster_of(client_data: &[ClientField]) -> Option<String> {
     client_data
         .iter()
         .find(|f| f.key == CLUSTER_COLUMN)
-        .and_then(|f| cluster_of_value(&f.value))
-}
-
-/// The cluster a `super_clust` value names; none for a missing value.
-pub fn cluster_of_value(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() && s != "NULL" => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+        .and_then(|f| match &f.value {
+            Value::String(s) if !s.trim().is_empty() && s != "NULL" => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
 }
 
 /// New requests, column by column, for one multi-row insert.

@@ -8,12 +8,12 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use domain::client_request::{ClientRequestEvent, MessageRating, Outcome};
+use domain::client_request::{ClientField, ClientRequestEvent, MessageRating, Outcome};
 use domain::project::ProjectEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::read_models::client_requests::{cluster_of, cluster_of_value, CLUSTER_COLUMN};
+use crate::read_models::client_requests::cluster_of;
 use crate::{Projection, StoredEvent};
 
 /// Growth factor between latency buckets: a bucket's middle is within 2.5% of any duration in it.
@@ -489,7 +489,7 @@ impl Projection for StatisticsProjection {
                                 project_id,
                                 day: event.recorded_at.date_naive(),
                                 channel_id,
-                                cluster: client_data.cluster.unwrap_or_default(),
+                                cluster: cluster_of(&client_data).unwrap_or_default(),
                                 prompt_version: 0,
                                 outcome: "undefined".into(),
                             }),
@@ -519,89 +519,18 @@ impl Projection for StatisticsProjection {
     }
 }
 
-/// The most frequent events as statistics reads them: a creation without the client's other
-/// columns and their descriptions, which serde then skips instead of building.
+/// The most frequent events as statistics reads them: a creation without the columns'
+/// descriptions, the client id and the source, which serde then skips instead of building.
 #[derive(serde::Deserialize)]
 enum CountedEvent {
     ClientRequestCreated {
         project_id: Uuid,
         channel_id: Uuid,
-        client_data: ClusterOnly,
+        client_data: Vec<ClientField>,
     },
     OutcomeRecorded {
         outcome: Outcome,
     },
-}
-
-/// A client's cluster, from the list of its columns.
-struct ClusterOnly {
-    cluster: Option<String>,
-}
-
-impl<'de> serde::Deserialize<'de> for ClusterOnly {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Columns;
-        impl<'de> serde::de::Visitor<'de> for Columns {
-            type Value = ClusterOnly;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of client columns")
-            }
-            fn visit_seq<S: serde::de::SeqAccess<'de>>(
-                self,
-                mut columns: S,
-            ) -> Result<ClusterOnly, S::Error> {
-                let mut cluster = None;
-                while let Some(column) = columns.next_element::<Column>()? {
-                    if column.key == CLUSTER_COLUMN && cluster.is_none() {
-                        cluster = column.value.and_then(|value| cluster_of_value(&value));
-                    }
-                }
-                Ok(ClusterOnly { cluster })
-            }
-        }
-        /// Only the cluster column's value is built; the others are skipped.
-        struct Column {
-            key: String,
-            value: Option<serde_json::Value>,
-        }
-        impl<'de> serde::Deserialize<'de> for Column {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Fields;
-                impl<'de> serde::de::Visitor<'de> for Fields {
-                    type Value = Column;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a client column {key, value}")
-                    }
-                    fn visit_map<M: serde::de::MapAccess<'de>>(
-                        self,
-                        mut map: M,
-                    ) -> Result<Column, M::Error> {
-                        // jsonb puts `key` before `value` (shorter keys first); a value read
-                        // before its key is kept until the key says whose it is.
-                        let mut key = String::new();
-                        let mut value = None;
-                        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                            match name.as_ref() {
-                                "key" => key = map.next_value()?,
-                                "value" if key.is_empty() || key == CLUSTER_COLUMN => {
-                                    value = Some(map.next_value()?)
-                                }
-                                _ => {
-                                    map.next_value::<serde::de::IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        if key != CLUSTER_COLUMN {
-                            value = None;
-                        }
-                        Ok(Column { key, value })
-                    }
-                }
-                d.deserialize_map(Fields)
-            }
-        }
-        deserializer.deserialize_seq(Columns)
-    }
 }
 
 enum Change {
@@ -1044,7 +973,7 @@ mod tests {
     /// as the full event does, whatever the column's place, form or order of fields.
     #[test]
     fn a_creation_read_for_statistics_keeps_the_cluster_of_the_full_event() {
-        use domain::client_request::{ClientField, ColumnDescription};
+        use domain::client_request::ColumnDescription;
         let column = |key: &str, value: serde_json::Value| ClientField {
             key: key.into(),
             value,
@@ -1087,8 +1016,8 @@ mod tests {
                 panic!("a creation read as something else");
             };
             assert_eq!(read_project, project_id);
-            assert_eq!(read.cluster.as_deref(), expected, "{text}");
-            assert_eq!(read.cluster, cluster_of(&client_data), "{text}");
+            assert_eq!(cluster_of(&read).as_deref(), expected, "{text}");
+            assert_eq!(cluster_of(&read), cluster_of(&client_data), "{text}");
         }
         // A column whose value comes before its key (another writer's field order).
         let reordered = r#"{"ClientRequestCreated":{"project_id":"00000000-0000-0000-0000-000000000001",
@@ -1099,7 +1028,7 @@ mod tests {
         else {
             panic!("a creation read as something else");
         };
-        assert_eq!(client_data.cluster.as_deref(), Some("B1"));
+        assert_eq!(cluster_of(&client_data).as_deref(), Some("B1"));
         let outcome = serde_json::to_string(&ClientRequestEvent::OutcomeRecorded {
             outcome: Outcome::Sold,
             credited_to: None,
